@@ -1,0 +1,1 @@
+"""Promotion rules and the pure pricing engine."""

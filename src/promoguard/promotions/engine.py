@@ -1,0 +1,618 @@
+"""The pricing engine: ``quote(cart, customer, rules, now) -> Quote``, pure and deterministic.
+
+How a cart is priced, layer by layer (:class:`~promoguard.promotions.rules.Layer`):
+
+1. **Item prices** (fixed price, flash sale, member price, group-buy). Each line takes the one
+   lowest unit price among the rules that apply to it; these rules never stack with each other.
+2. **Item count** (buy N get M, tiered percent), 3. **order** (threshold, percent off, first
+   order), 4. **coupons** the customer holds. Within these layers rules apply one after another
+   by priority (higher first, then id), each on what the lines cost after the rules before it.
+
+An **exclusive** rule only touches lines no other rule has discounted, and closes the lines it
+discounts to every later rule ("不与其他优惠同享"). Rule choice is greedy in this order, not a
+search for the customer's best combination: the result is explainable and stable.
+
+**The guard** runs inside every step: no line goes below its floor price (a discount that does not
+fit on one line is spread over the other lines' headroom, and cut only when there is none), no
+rule takes the lines in its scope below ``1 - max_discount_ratio`` of their list price, and no
+order goes below ``1 - policy.max_discount_ratio`` of its list total. Every cut is a
+:class:`~promoguard.promotions.model.GuardTrip` on the quote; the total is never negative.
+
+Speed: rules are compiled once into a :class:`RuleSet` indexed by SKU, category and tag, and
+coupons by id, so the cost of a quote grows with the rules that can match the cart, not with all
+live rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from promoguard.money import BPS_WHOLE, allocate, format_minor, percent_to_bps, price_after_bps
+from promoguard.promotions.model import (
+    Cart,
+    CartLine,
+    Customer,
+    Explanation,
+    GuardTrip,
+    LineDiscount,
+    OrderDiscount,
+    Quote,
+    QuoteLine,
+)
+from promoguard.promotions.rules import (
+    BxGy,
+    Coupon,
+    FirstOrder,
+    FixedPrice,
+    FlashSale,
+    GroupBuy,
+    Layer,
+    MemberPrice,
+    PercentOff,
+    Rule,
+    Threshold,
+    TieredPercent,
+)
+
+__all__ = ["PricingError", "PricingPolicy", "RuleSet", "quote"]
+
+
+_Outcome = tuple[int, list[int] | None, str] | str
+"""An evaluator's answer: (discount, per-line weights or None, why), or why nothing applies."""
+
+_ITEM_LABEL = {
+    "fixed_price": "special price",
+    "flash_sale": "flash-sale price",
+    "member_price": "member price",
+    "group_buy": "group-buy price",
+}
+
+
+def _pct(bps: int) -> str:
+    """Basis points as a percent for people: 1250 -> "12.5%"."""
+    return f"{Decimal(bps) / 100:f}".rstrip("0").rstrip(".") + "%"
+
+
+class PricingError(ValueError):
+    """The engine was called with something it cannot price (a naive ``now``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PricingPolicy:
+    """Shop-wide limits the guard enforces on every quote."""
+
+    max_discount_ratio: Decimal = Decimal("0.9")
+    """No order is charged less than ``1 - max_discount_ratio`` of its list total."""
+
+    def __post_init__(self) -> None:
+        if not Decimal(0) < self.max_discount_ratio <= 1:
+            raise PricingError("max_discount_ratio must be in (0, 1]")
+
+
+def _bps(percent: Decimal | None) -> int:
+    return 0 if percent is None else percent_to_bps(percent)
+
+
+def _ratio_bps(ratio: Decimal) -> int:
+    return int(ratio * BPS_WHOLE)
+
+
+class _Compiled:
+    """A rule prepared for pricing: the spec plus the exact integers the engine needs."""
+
+    __slots__ = (
+        "currency",
+        "ex_cats",
+        "ex_skus",
+        "ex_tags",
+        "exclusive",
+        "id",
+        "kind",
+        "layer",
+        "param",
+        "rank",
+        "ratio_bps",
+        "spec",
+        "valid_from",
+        "valid_until",
+        "version",
+    )
+
+    def __init__(self, spec: Rule) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.version = spec.version
+        self.kind = spec.kind
+        self.layer = spec.LAYER
+        self.rank = 0
+        self.exclusive = spec.exclusive
+        self.ratio_bps = (
+            None if spec.max_discount_ratio is None else _ratio_bps(spec.max_discount_ratio)
+        )
+        self.valid_from = spec.valid_from
+        self.valid_until = spec.valid_until
+        self.currency = spec.currency
+        self.ex_skus = spec.scope.exclude_skus
+        self.ex_cats = spec.scope.exclude_categories
+        self.ex_tags = spec.scope.exclude_tags
+        self.param: Any = _PARAMS[type(spec)](spec)
+
+    def excludes(self, line: CartLine) -> bool:
+        """Tell whether the scope's exclusions take this line out."""
+        return (
+            line.sku in self.ex_skus
+            or line.category in self.ex_cats
+            or bool(self.ex_tags and line.tags & self.ex_tags)
+        )
+
+
+_PARAMS: dict[type, Callable[[Any], Any]] = {
+    Threshold: lambda s: (
+        tuple((t.min_spend, t.discount) for t in s.tiers),
+        s.repeat,
+        s.repeat_cap,
+    ),
+    PercentOff: lambda s: (_bps(s.percent), s.cap, s.min_spend),
+    TieredPercent: lambda s: tuple((t.min_quantity, _bps(t.percent)) for t in s.tiers),
+    FixedPrice: lambda s: s.price,
+    BxGy: lambda s: (s.buy, s.get, _bps(s.percent), s.max_applications),
+    MemberPrice: lambda s: {o.tier: (o.price, _bps(o.percent)) for o in s.offers},
+    FirstOrder: lambda s: (s.discount, _bps(s.percent), s.cap, s.min_spend),
+    GroupBuy: lambda s: s.price,
+    FlashSale: lambda s: (s.price, s.per_user_limit),
+    Coupon: lambda s: (s.benefit, s.min_spend, s.discount, _bps(s.percent), s.cap),
+}
+
+
+class RuleSet:
+    """Live rules compiled and indexed once; price many carts against it with :meth:`quote`."""
+
+    def __init__(self, rules: Iterable[Rule], policy: PricingPolicy | None = None) -> None:
+        self.policy = policy or PricingPolicy()
+        self._max_bps = _ratio_bps(self.policy.max_discount_ratio)
+        compiled = sorted(
+            (_Compiled(spec) for spec in rules),
+            key=lambda c: (c.layer, -c.spec.priority, c.id, c.version),
+        )
+        self.rules: tuple[_Compiled, ...] = tuple(compiled)
+        self._by_sku: dict[str, list[_Compiled]] = {}
+        self._by_category: dict[str, list[_Compiled]] = {}
+        self._by_tag: dict[str, list[_Compiled]] = {}
+        self._everywhere: list[_Compiled] = []
+        self._coupons: dict[str, _Compiled] = {}
+        for rank, rule in enumerate(compiled):
+            rule.rank = rank
+            if rule.kind == "coupon":
+                # A coupon can only apply when the customer holds it: look it up by id.
+                self._coupons[rule.id] = rule
+                continue
+            scope = rule.spec.scope
+            if scope.all_items:
+                self._everywhere.append(rule)
+            for sku in scope.skus:
+                self._by_sku.setdefault(sku, []).append(rule)
+            for category in scope.categories:
+                self._by_category.setdefault(category, []).append(rule)
+            for tag in scope.tags:
+                self._by_tag.setdefault(tag, []).append(rule)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def _match(self, cart: Cart, customer: Customer) -> dict[_Compiled, list[int]]:
+        """Map every rule whose scope takes in a line to the indices of those lines."""
+        matches: dict[_Compiled, list[int]] = {}
+        held = [self._coupons[c] for c in sorted(customer.coupons) if c in self._coupons]
+        by_sku, by_cat, by_tag = self._by_sku, self._by_category, self._by_tag
+        for i, line in enumerate(cart.lines):
+            found = [*by_sku.get(line.sku, ()), *by_cat.get(line.category, ())]
+            for tag in line.tags:
+                found += by_tag.get(tag, ())
+            found += self._everywhere
+            for coupon in held:
+                scope = coupon.spec.scope
+                if scope.all_items or scope.covers(line.sku, line.category, line.tags):
+                    found.append(coupon)
+            for rule in found:
+                if rule.excludes(line):
+                    continue
+                hit = matches.get(rule)
+                if hit is None:
+                    matches[rule] = [i]
+                elif hit[-1] != i:
+                    hit.append(i)
+        return matches
+
+    def quote(self, cart: Cart, customer: Customer, now: datetime) -> Quote:
+        """Price ``cart`` for ``customer`` at ``now`` (timezone-aware). Pure and deterministic."""
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise PricingError("now must be timezone-aware")
+        return _Pricing(self, cart, customer, now).run()
+
+
+def quote(
+    cart: Cart,
+    customer: Customer,
+    rules: RuleSet | Iterable[Rule],
+    now: datetime,
+    *,
+    policy: PricingPolicy | None = None,
+) -> Quote:
+    """Price a cart under the given rules; pass a :class:`RuleSet` to price many carts fast.
+
+    Args:
+        cart: the lines to price.
+        customer: the customer's facts (tier, first order, groups, coupons held).
+        rules: rule specs, or a RuleSet compiled from them (``policy`` is then the RuleSet's).
+        now: the pricing instant, timezone-aware; rules outside their window do not apply.
+        policy: shop-wide guard limits when ``rules`` are specs.
+
+    Returns:
+        The quote, with per-line allocations, guard trips and an explanation.
+    """
+    ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules, policy)
+    return ruleset.quote(cart, customer, now)
+
+
+def _spread(total: int, weights: Sequence[int], caps: Sequence[int]) -> list[int]:
+    """Allocate ``total`` by ``weights`` without any part above its cap (``total <= sum(caps)``).
+
+    Lines whose proportional share would exceed their cap are fixed at the cap and the rest is
+    spread again over the others, by weight while any has weight and by headroom after that.
+    """
+    parts = allocate(total, weights)
+    if all(p <= c for p, c in zip(parts, caps, strict=True)):
+        return parts
+    out = [0] * len(weights)
+    left = total
+    open_ = list(range(len(weights)))
+    while True:
+        w = [weights[j] for j in open_]
+        if not any(w):
+            w = [caps[j] for j in open_]
+        sub = allocate(left, w)
+        over = [j for j, p in zip(open_, sub, strict=True) if p > caps[j]]
+        if not over:
+            for j, p in zip(open_, sub, strict=True):
+                out[j] = p
+            return out
+        for j in over:
+            out[j] = caps[j]
+            left -= caps[j]
+            open_.remove(j)
+
+
+class _Pricing:
+    """The state of one quote while the layers apply; thrown away afterwards."""
+
+    def __init__(self, ruleset: RuleSet, cart: Cart, customer: Customer, now: datetime) -> None:
+        self.cart = cart
+        self.customer = customer
+        self.now = now
+        self.cur = cart.currency
+        lines = cart.lines
+        self.listed = [line.unit_price * line.quantity for line in lines]
+        self.amount = list(self.listed)
+        self.floors = [
+            0 if line.floor_price is None else min(line.floor_price * line.quantity, listed)
+            for line, listed in zip(lines, self.listed, strict=True)
+        ]
+        self.touched = [False] * len(lines)
+        self.closed = [False] * len(lines)
+        self.list_total = sum(self.listed)
+        self.order_allowed = self.list_total * ruleset._max_bps // BPS_WHOLE
+        self.given = 0
+        self.line_discounts: list[list[LineDiscount]] = [[] for _ in lines]
+        self.discounts: list[OrderDiscount] = []
+        self.trips: list[GuardTrip] = []
+        self.notes: list[Explanation] = []
+        self.matches = ruleset._match(cart, customer)
+
+    def fmt(self, amount: int) -> str:
+        return format_minor(amount, self.cur)
+
+    def note(self, rule: _Compiled, applied: bool, message: str) -> None:
+        self.notes.append(Explanation(rule.id, rule.version, applied, message))
+
+    def trip(self, rule: _Compiled, limit: str, requested: int, granted: int, why: str) -> None:
+        self.trips.append(GuardTrip(rule.id, limit, requested, granted, why))
+
+    def run(self) -> Quote:
+        active = sorted((r for r in self.matches if self._in_force(r)), key=lambda r: r.rank)
+        self._item_layer([r for r in active if r.layer is Layer.ITEM])
+        for rule in active:
+            if rule.layer is not Layer.ITEM:
+                self._apply(rule)
+        lines = tuple(
+            QuoteLine(
+                line.sku,
+                line.quantity,
+                line.unit_price,
+                self.listed[i],
+                self.amount[i],
+                tuple(self.line_discounts[i]),
+            )
+            for i, line in enumerate(self.cart.lines)
+        )
+        total = sum(self.amount)
+        return Quote(
+            self.cur,
+            lines,
+            self.list_total,
+            self.list_total - total,
+            total,
+            tuple(self.discounts),
+            tuple(self.trips),
+            tuple(self.notes),
+        )
+
+    def _in_force(self, rule: _Compiled) -> bool:
+        if rule.currency != self.cur:
+            self.note(rule, False, f"rule is priced in {rule.currency}, the cart in {self.cur}")
+            return False
+        if rule.valid_from is not None and self.now < rule.valid_from:
+            self.note(rule, False, f"not started: starts {rule.valid_from.isoformat()}")
+            return False
+        if rule.valid_until is not None and self.now >= rule.valid_until:
+            self.note(rule, False, f"ended {rule.valid_until.isoformat()}")
+            return False
+        return True
+
+    # -- layer 1: item prices ---------------------------------------------------------------
+
+    def _unit_offer(self, rule: _Compiled, flash_left: dict[_Compiled, int]) -> str | int | None:
+        """The unit price this rule offers this customer (None: it depends on the line), or why
+        it offers none."""
+        kind, param, customer = rule.kind, rule.param, self.customer
+        if kind == "member_price":
+            tier = customer.member_tier
+            if tier is None or tier not in param:
+                return f"no member price for tier {tier or 'none'}"
+            return None
+        if kind == "group_buy" and rule.id not in customer.groups:
+            return "not in a complete group for this group-buy"
+        if kind == "flash_sale":
+            price, limit = param
+            left = limit - customer.flash_sale_used.get(rule.id, 0)
+            if left <= 0:
+                return f"per-customer limit of {limit} units reached"
+            flash_left[rule] = left
+            return int(price)
+        return int(param)
+
+    def _item_layer(self, rules: list[_Compiled]) -> None:
+        lines = self.cart.lines
+        best: dict[int, tuple[int, _Compiled, int]] = {}  # line -> (amount after, rule, units)
+        flash_left: dict[_Compiled, int] = {}
+        for rule in rules:
+            offer = self._unit_offer(rule, flash_left)
+            if isinstance(offer, str):
+                self.note(rule, False, offer)
+                continue
+            for i in self.matches[rule]:
+                line = lines[i]
+                qty = line.quantity
+                units = qty
+                if offer is None:
+                    price, off_bps = rule.param[self.customer.member_tier]
+                    unit = price if price is not None else price_after_bps(line.unit_price, off_bps)
+                else:
+                    unit = offer
+                if rule in flash_left:
+                    units = min(qty, flash_left[rule])
+                after = unit * units + line.unit_price * (qty - units)
+                current = best.get(i)
+                if after < self.listed[i] and (current is None or after < current[0]):
+                    best[i] = (after, rule, units)
+                    if rule in flash_left:
+                        flash_left[rule] -= units
+        won: dict[_Compiled, dict[int, int]] = {}
+        for i in sorted(best):
+            after, rule, _ = best[i]
+            won.setdefault(rule, {})[i] = self.listed[i] - after
+        for rule in rules:
+            parts = won.get(rule)
+            if parts is None:
+                self.note(rule, False, "no saving: a lower or equal price applies to its lines")
+                continue
+            skus = ", ".join(lines[i].sku for i in parts)
+            self._grant(
+                rule,
+                sum(parts.values()),
+                list(parts),
+                list(parts.values()),
+                f"{_ITEM_LABEL[rule.kind]} on {skus}",
+            )
+
+    # -- layers 2-4 -------------------------------------------------------------------------
+
+    def _apply(self, rule: _Compiled) -> None:
+        idx = [i for i in self.matches[rule] if not self.closed[i]]
+        if rule.exclusive:
+            idx = [i for i in idx if not self.touched[i]]
+        if not idx:
+            self.note(rule, False, "every line in scope already takes an exclusive offer")
+            return
+        outcome = _EVALUATE[rule.kind](self, rule, idx)
+        if isinstance(outcome, str):
+            self.note(rule, False, outcome)
+            return
+        requested, weights, why = outcome
+        self._grant(rule, requested, idx, weights, why)
+
+    def _grant(
+        self,
+        rule: _Compiled,
+        requested: int,
+        idx: list[int],
+        weights: list[int] | None,
+        why: str,
+    ) -> None:
+        """Apply the guard to a rule's discount, split it over its lines and record it.
+
+        ``weights`` of None means one discount on the lines together: it is spread over their
+        headroom above the floor prices. Per-line amounts (item prices, buy N get M) are capped
+        line by line instead, so one line's cut never lands on another line.
+        """
+        amount = self.amount
+        caps = [max(0, amount[i] - self.floors[i]) for i in idx]
+        shares = (
+            None if weights is None else [min(w, c) for w, c in zip(weights, caps, strict=True)]
+        )
+        granted = sum(caps) if shares is None else sum(shares)
+        if granted < requested:
+            self.trip(
+                rule,
+                "line_floor",
+                requested,
+                granted,
+                f"the lines in scope can give {self.fmt(granted)} above their floor prices",
+            )
+        granted = min(granted, requested)
+        if rule.ratio_bps is not None:
+            list_sum = sum(self.listed[i] for i in idx)
+            room = max(0, list_sum * rule.ratio_bps // BPS_WHOLE - list_sum + self.base(idx))
+            if granted > room:
+                self.trip(
+                    rule,
+                    "rule_max_ratio",
+                    granted,
+                    room,
+                    f"the rule may take at most {rule.spec.max_discount_ratio} of "
+                    f"{self.fmt(list_sum)} list price in its scope",
+                )
+                granted = room
+        order_room = max(0, self.order_allowed - self.given)
+        if granted > order_room:
+            self.trip(
+                rule,
+                "order_max_ratio",
+                granted,
+                order_room,
+                f"the order may not go below {self.fmt(self.list_total - self.order_allowed)}",
+            )
+            granted = order_room
+        if granted <= 0:
+            self.note(rule, False, f"held back by the guard (asked {self.fmt(requested)})")
+            return
+        if shares is None:
+            parts = _spread(granted, [amount[i] for i in idx], caps)
+        else:
+            parts = allocate(granted, shares)
+        allocations = [0] * len(amount)
+        for i, part in zip(idx, parts, strict=True):
+            if not part:
+                continue
+            amount[i] -= part
+            allocations[i] = part
+            self.touched[i] = True
+            self.closed[i] = self.closed[i] or rule.exclusive
+            self.line_discounts[i].append(LineDiscount(rule.id, rule.version, rule.kind, part))
+        self.given += granted
+        self.discounts.append(
+            OrderDiscount(rule.id, rule.version, rule.kind, rule.layer, granted, tuple(allocations))
+        )
+        self.note(rule, True, f"{why}: saves {self.fmt(granted)}")
+
+    # -- evaluators: a discount and optional per-line weights, or the reason there is none -----
+
+    def base(self, idx: list[int]) -> int:
+        amount = self.amount
+        return sum(amount[i] for i in idx)
+
+    def threshold(self, rule: _Compiled, idx: list[int]) -> _Outcome:
+        tiers, repeat, repeat_cap = rule.param
+        base = self.base(idx)
+        fmt = self.fmt
+        if base < tiers[0][0]:
+            return f"threshold not met: {fmt(base)} < {fmt(tiers[0][0])}"
+        if repeat:
+            step, each = tiers[0]
+            times = base // step
+            saving = times * each if repeat_cap is None else min(times * each, repeat_cap)
+            capped = "" if repeat_cap is None else f", capped at {fmt(repeat_cap)}"
+            return saving, None, f"每满{fmt(step)}减{fmt(each)} ×{times} on {fmt(base)}{capped}"
+        spend, saving = next(t for t in reversed(tiers) if base >= t[0])
+        return saving, None, f"满{fmt(spend)}减{fmt(saving)} reached with {fmt(base)}"
+
+    def percent_off(self, rule: _Compiled, idx: list[int]) -> _Outcome:
+        off_bps, cap, min_spend = rule.param
+        base = self.base(idx)
+        if base < min_spend:
+            return f"minimum spend not met: {self.fmt(base)} < {self.fmt(min_spend)}"
+        return self._percent(base, off_bps, cap)
+
+    def _percent(self, base: int, off_bps: int, cap: int | None) -> tuple[int, None, str]:
+        saving = base * off_bps // BPS_WHOLE
+        why = f"{_pct(off_bps)} off {self.fmt(base)}"
+        if cap is not None and saving > cap:
+            return cap, None, f"{why}, capped at {self.fmt(cap)}"
+        return saving, None, why
+
+    def first_order(self, rule: _Compiled, idx: list[int]) -> _Outcome:
+        if not self.customer.first_order:
+            return "not a first order for this customer's identity"
+        discount, off_bps, cap, min_spend = rule.param
+        base = self.base(idx)
+        if base < min_spend:
+            return f"minimum spend not met: {self.fmt(base)} < {self.fmt(min_spend)}"
+        if discount is not None:
+            return int(discount), None, f"first order, {self.fmt(discount)} off"
+        return self._percent(base, off_bps, cap)
+
+    def tiered_percent(self, rule: _Compiled, idx: list[int]) -> _Outcome:
+        lines = self.cart.lines
+        units = sum(lines[i].quantity for i in idx)
+        reached = [t for t in rule.param if units >= t[0]]
+        if not reached:
+            return f"{units} unit(s) in scope, the first tier needs {rule.param[0][0]}"
+        need, off_bps = reached[-1]
+        base = self.base(idx)
+        return base * off_bps // BPS_WHOLE, None, f"{units} units ≥ {need}: {_pct(off_bps)} off"
+
+    def bxgy(self, rule: _Compiled, idx: list[int]) -> _Outcome:
+        buy, get, off_bps, max_apps = rule.param
+        lines, amount = self.cart.lines, self.amount
+        units = sum(lines[i].quantity for i in idx)
+        applications = units // (buy + get)
+        if max_apps is not None:
+            applications = min(applications, max_apps)
+        if not applications:
+            return f"{units} unit(s) in scope, needs {buy + get} for buy {buy} get {get}"
+        # The discounted units are the cheapest ones in scope; ties go to the earlier line.
+        free = applications * get
+        weights = [0] * len(idx)
+        for pos in sorted(range(len(idx)), key=lambda p: amount[idx[p]] // lines[idx[p]].quantity):
+            i = idx[pos]
+            take = min(free, lines[i].quantity)
+            weights[pos] = take * (amount[i] // lines[i].quantity * off_bps // BPS_WHOLE)
+            free -= take
+            if not free:
+                break
+        why = f"buy {buy} get {get} at {_pct(off_bps)} off, ×{applications}"
+        return sum(weights), weights, why
+
+    def coupon(self, rule: _Compiled, idx: list[int]) -> _Outcome:
+        benefit, min_spend, discount, off_bps, cap = rule.param
+        base = self.base(idx)
+        if base < min_spend:
+            return f"coupon needs {self.fmt(min_spend)} in scope, cart has {self.fmt(base)}"
+        if benefit == "percent":
+            return self._percent(base, off_bps, cap)
+        if benefit == "threshold":
+            return int(discount), None, f"coupon 满{self.fmt(min_spend)}减{self.fmt(discount)}"
+        return int(discount), None, f"no-threshold coupon, {self.fmt(discount)} off"
+
+
+_EVALUATE: dict[str, Callable[[_Pricing, _Compiled, list[int]], _Outcome]] = {
+    "threshold": _Pricing.threshold,
+    "percent_off": _Pricing.percent_off,
+    "first_order": _Pricing.first_order,
+    "tiered_percent": _Pricing.tiered_percent,
+    "bxgy": _Pricing.bxgy,
+    "coupon": _Pricing.coupon,
+}

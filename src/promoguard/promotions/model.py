@@ -1,0 +1,159 @@
+"""What the engine reads (a cart, a customer's facts) and what it answers (a quote).
+
+Inputs are frozen pydantic models, so a cart from JSON or HTTP is checked once at the boundary and
+then read by the engine at plain-attribute speed. Outputs are slotted dataclasses: the engine makes
+many of them per quote, and they serialise through pydantic's ``TypeAdapter`` like any model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from promoguard.money import format_minor
+from promoguard.promotions.rules import Layer
+
+__all__ = [
+    "Cart",
+    "CartLine",
+    "Customer",
+    "Explanation",
+    "GuardTrip",
+    "LineDiscount",
+    "OrderDiscount",
+    "Quote",
+    "QuoteLine",
+]
+
+Label = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class CartLine(_Input):
+    """One SKU at its list unit price; ``floor_price`` is the lowest unit price the shop allows."""
+
+    sku: Label
+    category: Label
+    tags: frozenset[Label] = frozenset()
+    unit_price: int = Field(ge=0, le=10**12, description="list unit price in minor units")
+    quantity: int = Field(ge=1, le=10_000)
+    floor_price: int | None = Field(default=None, ge=0, le=10**12)
+
+
+class Cart(_Input):
+    """The lines to price, in one currency; a SKU appears on one line only."""
+
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    lines: tuple[CartLine, ...] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_line_per_sku(self) -> Self:
+        seen: set[str] = set()
+        for line in self.lines:
+            if line.sku in seen:
+                raise ValueError(f"sku {line.sku} is on two lines: merge them into one quantity")
+            seen.add(line.sku)
+        return self
+
+
+class Customer(_Input):
+    """Facts about the customer, decided by trusted services; the engine never infers them."""
+
+    id: Label
+    member_tier: Label | None = None
+    first_order: bool = Field(default=False, description="no earlier paid order for the identity")
+    groups: frozenset[Label] = Field(
+        default=frozenset(), description="group_buy rule ids whose group is complete"
+    )
+    coupons: frozenset[Label] = Field(
+        default=frozenset(), description="coupon rule ids the customer holds and may use here"
+    )
+    flash_sale_used: Mapping[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="units already bought per flash_sale rule id"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LineDiscount:
+    """The share of one rule's discount that one line carries."""
+
+    rule_id: str
+    rule_version: int
+    kind: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteLine:
+    """A priced line: list amount, final amount and every discount allocated to it."""
+
+    sku: str
+    quantity: int
+    unit_price: int
+    list_amount: int
+    final_amount: int
+    discounts: tuple[LineDiscount, ...]
+
+    @property
+    def discount(self) -> int:
+        """Everything taken off this line."""
+        return self.list_amount - self.final_amount
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDiscount:
+    """One rule's whole discount on the order and how it was split over the lines."""
+
+    rule_id: str
+    rule_version: int
+    kind: str
+    layer: Layer
+    amount: int
+    allocations: tuple[int, ...]
+    """Per cart line, in cart order; sums exactly to ``amount``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuardTrip:
+    """The guard cut a discount: which rule, which limit, what was asked and what was given."""
+
+    rule_id: str | None
+    limit: str
+    """``line_floor``, ``rule_max_ratio`` or ``order_max_ratio``."""
+    requested: int
+    granted: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a rule in scope did or did not apply, in words a shop would use."""
+
+    rule_id: str
+    rule_version: int
+    applied: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A priced cart. ``total == list_total - discount_total`` and is never negative."""
+
+    currency: str
+    lines: tuple[QuoteLine, ...]
+    list_total: int
+    discount_total: int
+    total: int
+    discounts: tuple[OrderDiscount, ...]
+    trips: tuple[GuardTrip, ...]
+    explanation: tuple[Explanation, ...] = field(default=())
+
+    def fmt(self, amount: int) -> str:
+        """Format an amount of this quote's currency: ``180.00``."""
+        return format_minor(amount, self.currency)
