@@ -74,7 +74,8 @@ _ITEM_LABEL = {
 
 def _pct(bps: int) -> str:
     """Basis points as a percent for people: 1250 -> "12.5%"."""
-    return f"{Decimal(bps) / 100:f}".rstrip("0").rstrip(".") + "%"
+    whole, part = divmod(bps, 100)
+    return f"{whole}.{part:02d}".rstrip("0").rstrip(".") + "%" if part else f"{whole}%"
 
 
 class PricingError(ValueError):
@@ -533,9 +534,10 @@ class _Pricing:
         if repeat:
             step, each = tiers[0]
             times = base // step
-            saving = times * each if repeat_cap is None else min(times * each, repeat_cap)
-            capped = "" if repeat_cap is None else f", capped at {fmt(repeat_cap)}"
-            return saving, None, f"每满{fmt(step)}减{fmt(each)} ×{times} on {fmt(base)}{capped}"
+            why = f"每满{fmt(step)}减{fmt(each)} ×{times} on {fmt(base)}"
+            if repeat_cap is not None and times * each > repeat_cap:
+                return repeat_cap, None, f"{why}, capped at {fmt(repeat_cap)}"
+            return times * each, None, why
         spend, saving = next(t for t in reversed(tiers) if base >= t[0])
         return saving, None, f"满{fmt(spend)}减{fmt(saving)} reached with {fmt(base)}"
 

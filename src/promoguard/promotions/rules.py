@@ -54,6 +54,7 @@ __all__ = [
     "dump_rules",
     "load_rules",
     "parse_rule",
+    "rule_json_schema",
 ]
 
 SCHEMA_VERSION = 1
@@ -419,3 +420,8 @@ def load_rules(data: str | bytes) -> list[Rule]:
 def dump_rules(rules: Sequence[Rule], *, indent: int | None = 2) -> str:
     """Serialise specs to JSON that :func:`load_rules` reads back to equal specs."""
     return _RULES.dump_json(list(rules), indent=indent).decode()
+
+
+def rule_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one rule spec, every kind included."""
+    return _RULE.json_schema()

@@ -1,0 +1,187 @@
+"""The ``promoguard`` command line.
+
+Exit codes: 0 success, 1 the input was read but is invalid (a rule, a cart), 2 usage errors
+(Typer's), 3 a file could not be read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from promoguard import __version__, examples
+from promoguard.money import format_minor
+from promoguard.promotions.engine import RuleSet
+from promoguard.promotions.model import Quote
+from promoguard.promotions.rules import Rule, RuleSpecError, load_rules, rule_json_schema
+
+EXIT_INVALID = 1
+EXIT_UNREADABLE = 3
+
+app = typer.Typer(
+    name="promoguard",
+    help="E-commerce promotions that cannot quietly give the store away.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _read(path: Path | None, bundled: str, err: Console) -> str:
+    if path is None:
+        return bundled
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot read {path}: {exc.strerror}")
+        raise typer.Exit(EXIT_UNREADABLE) from None
+
+
+def _load_rules(text: str, source: str, err: Console) -> list[Rule]:
+    try:
+        return load_rules(text)
+    except RuleSpecError as exc:
+        err.print(f"[red]error:[/] {source} has {len(exc.errors)} invalid field(s):")
+        for path, reason in exc.errors:
+            err.print(f"  [bold]{path or '<root>'}[/]: {reason}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _load_scenarios(text: str, source: str, err: Console) -> examples.ScenarioFile:
+    try:
+        return examples.ScenarioFile.model_validate_json(text)
+    except ValidationError as exc:
+        err.print(f"[red]error:[/] {source} is not a valid carts file:")
+        for path, reason in RuleSpecError.from_validation(exc).errors:
+            err.print(f"  [bold]{path or '<root>'}[/]: {reason}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _quote_table(title: str, result: Quote) -> Table:
+    fmt = result.fmt
+    table = Table(title=title, title_justify="left", expand=False, show_footer=True)
+    table.add_column("SKU", footer="total")
+    table.add_column("qty", justify="right")
+    table.add_column("list", justify="right", footer=fmt(result.list_total))
+    table.add_column("discount", justify="right", footer=fmt(result.discount_total))
+    table.add_column("pay", justify="right", footer=Text(fmt(result.total), style="bold"))
+    table.add_column("discounts on the line (rule: amount)")
+    for line in result.lines:
+        shares = "\n".join(f"{d.rule_id}: {fmt(d.amount)}" for d in line.discounts)
+        table.add_row(
+            line.sku,
+            str(line.quantity),
+            fmt(line.list_amount),
+            fmt(line.discount),
+            fmt(line.final_amount),
+            shares or "-",
+        )
+    return table
+
+
+def _explain(console: Console, result: Quote) -> None:
+    for note in result.explanation:
+        mark = "[green]✓[/]" if note.applied else "[dim]✗[/]"
+        console.print(f"  {mark} [bold]{note.rule_id}[/] v{note.rule_version}: {note.message}")
+    for trip in result.trips:
+        console.print(
+            f"  [red]guard[/] {trip.limit} on {trip.rule_id}: asked {result.fmt(trip.requested)}, "
+            f"gave {result.fmt(trip.granted)} ({trip.detail})"
+        )
+
+
+@app.command()
+def price(
+    rules: Annotated[
+        Path | None, typer.Option(help="JSON array of rule specs [default: bundled 双11 set]")
+    ] = None,
+    carts: Annotated[
+        Path | None, typer.Option(help="JSON carts file [default: bundled example carts]")
+    ] = None,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"],
+            help="pricing instant with offset, e.g. 2026-11-11T20:05:00+08:00 "
+            "[default: the carts file's 'at', else now]",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print quotes as JSON")] = False,
+) -> None:
+    """Price carts under rules and explain every discount (the bundled example by default)."""
+    console, err = Console(), Console(stderr=True)
+    rule_list = _load_rules(
+        _read(rules, examples.campaigns_json(), err), str(rules or "bundled campaigns"), err
+    )
+    scenario_file = _load_scenarios(
+        _read(carts, examples.scenarios_json(), err), str(carts or "bundled carts"), err
+    )
+    now = scenario_file.instant(at, datetime.now(UTC))
+    ruleset = RuleSet(rule_list)
+    results = [(s, ruleset.quote(s.cart, s.customer, now)) for s in scenario_file.scenarios]
+    if as_json:
+        payload = [{"name": s.name, "quote": asdict(q)} for s, q in results]
+        console.print_json(json.dumps(payload, ensure_ascii=False))
+        return
+    console.print(
+        f"Pricing {len(results)} cart(s) under {len(ruleset)} rule(s) at {now.isoformat()}"
+    )
+    for scenario, result in results:
+        console.print()
+        console.print(_quote_table(f"{scenario.name} — customer {scenario.customer.id}", result))
+        _explain(console, result)
+    summary = Table(title="Summary", title_justify="left")
+    for column in ("cart", "list", "discount", "pay", "guard trips"):
+        summary.add_column(column, justify="left" if column == "cart" else "right")
+    for scenario, result in results:
+        summary.add_row(
+            scenario.name,
+            format_minor(result.list_total, result.currency),
+            format_minor(result.discount_total, result.currency),
+            format_minor(result.total, result.currency),
+            str(len(result.trips)),
+        )
+    console.print()
+    console.print(summary)
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="JSON array of rule specs")]) -> None:
+    """Check a rules file; print every invalid field with its path and exit 1 if any."""
+    console, err = Console(), Console(stderr=True)
+    rule_list = _load_rules(_read(path, "", err), str(path), err)
+    console.print(f"[green]ok:[/] {len(rule_list)} rule(s) in {path}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a rule spec (every kind, every field)."""
+    Console().print_json(json.dumps(rule_json_schema(), ensure_ascii=False))
+
+
+def _version(value: bool) -> None:
+    if value:
+        Console().print(f"promoguard {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    """E-commerce promotions that cannot quietly give the store away."""
+
+
+def main() -> Any:
+    """Console-script entry point."""
+    return app()
