@@ -185,6 +185,10 @@ class RuleSet:
         self._by_tag: dict[str, list[_Compiled]] = {}
         self._everywhere: list[_Compiled] = []
         self._coupons: dict[str, _Compiled] = {}
+        ids = [rule.id for rule in compiled]
+        if len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise PricingError(f"one live version per rule: {', '.join(twice)} appear twice")
         for rank, rule in enumerate(compiled):
             rule.rank = rank
             if rule.kind == "coupon":
@@ -394,7 +398,12 @@ class _Pricing:
             if isinstance(offer, str):
                 self.note(rule, False, offer)
                 continue
-            for i in self.matches[rule]:
+            targets = self.matches[rule]
+            if rule in flash_left and offer is not None:
+                # Limited units go where they save most, so the cart's line order cannot matter.
+                price = offer
+                targets = sorted(targets, key=lambda i: (price - lines[i].unit_price, lines[i].sku))
+            for i in targets:
                 line = lines[i]
                 qty = line.quantity
                 units = qty
@@ -443,6 +452,9 @@ class _Pricing:
             self.note(rule, False, outcome)
             return
         requested, weights, why = outcome
+        if requested <= 0:
+            self.note(rule, False, f"{why}: rounds down to nothing")
+            return
         self._grant(rule, requested, idx, weights, why)
 
     def _grant(
