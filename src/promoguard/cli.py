@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 the input was read but is invalid (a rule, a cart), 2 u
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,7 +127,7 @@ def price(
     ruleset = RuleSet(rule_list)
     results = [(s, ruleset.quote(s.cart, s.customer, now)) for s in scenario_file.scenarios]
     if as_json:
-        payload = [{"name": s.name, "quote": asdict(q)} for s, q in results]
+        payload = [{"name": s.name, "quote": q.as_dict()} for s, q in results]
         console.print_json(json.dumps(payload, ensure_ascii=False))
         return
     console.print(

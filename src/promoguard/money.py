@@ -10,7 +10,7 @@ so a price computed from a percentage is rounded *up*.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -24,6 +24,7 @@ __all__ = [
     "allocate",
     "discount_bps",
     "format_minor",
+    "formatter",
     "minor_exponent",
     "parse_minor",
     "percent_to_bps",
@@ -75,10 +76,21 @@ def parse_minor(text: str | int | Decimal, currency: str = "CNY") -> int:
 
 def format_minor(amount: int, currency: str = "CNY") -> str:
     """Render minor units as a plain major-unit string: 18000 -> "180.00"."""
+    return formatter(currency)(amount)
+
+
+@cache
+def formatter(currency: str) -> Callable[[int], str]:
+    """A fast :func:`format_minor` bound to one currency, for code that formats a lot."""
     exp = minor_exponent(currency)
-    sign = "-" if amount < 0 else ""
-    whole, frac = divmod(abs(amount), 10**exp)
-    return f"{sign}{whole}.{frac:0{exp}d}" if exp else f"{sign}{whole}"
+    scale = 10**exp
+
+    def fmt(amount: int) -> str:
+        sign = "-" if amount < 0 else ""
+        whole, frac = divmod(abs(amount), scale)
+        return f"{sign}{whole}.{frac:0{exp}d}" if exp else f"{sign}{whole}"
+
+    return fmt
 
 
 def percent_to_bps(percent: Decimal) -> int:
@@ -116,6 +128,8 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
     if total < 0:
         raise MoneyError("cannot allocate a negative amount")
     weight_sum = sum(weights)
+    if weight_sum > 0 and (total == weight_sum or len(weights) == 1):
+        return [total] if len(weights) == 1 else list(weights)
     if weight_sum <= 0:
         if total:
             raise MoneyError("cannot allocate a positive amount over zero weights")

@@ -31,7 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from promoguard.money import BPS_WHOLE, allocate, format_minor, percent_to_bps, price_after_bps
+from promoguard.money import BPS_WHOLE, allocate, formatter, percent_to_bps, price_after_bps
 from promoguard.promotions.model import (
     Cart,
     CartLine,
@@ -111,6 +111,7 @@ class _Compiled:
         "ex_skus",
         "ex_tags",
         "exclusive",
+        "has_exclusions",
         "id",
         "kind",
         "layer",
@@ -140,7 +141,20 @@ class _Compiled:
         self.ex_skus = spec.scope.exclude_skus
         self.ex_cats = spec.scope.exclude_categories
         self.ex_tags = spec.scope.exclude_tags
+        self.has_exclusions = bool(self.ex_skus or self.ex_cats or self.ex_tags)
         self.param: Any = _PARAMS[type(spec)](spec)
+
+    def covers(self, line: CartLine) -> bool:
+        """Tell whether the rule's scope takes in this line (what the indexes answer in bulk)."""
+        scope = self.spec.scope
+        if self.has_exclusions and self.excludes(line):
+            return False
+        return (
+            scope.all_items
+            or line.sku in scope.skus
+            or line.category in scope.categories
+            or bool(scope.tags and line.tags & scope.tags)
+        )
 
     def excludes(self, line: CartLine) -> bool:
         """Tell whether the scope's exclusions take this line out."""
@@ -208,28 +222,50 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
-    def _match(self, cart: Cart, customer: Customer) -> dict[_Compiled, list[int]]:
-        """Map every rule whose scope takes in a line to the indices of those lines."""
+    def _match_wide(
+        self, lines: Sequence[CartLine], customer: Customer
+    ) -> dict[_Compiled, list[int]]:
+        """Match the rules no index holds: store-wide ones and the coupons the customer holds."""
         matches: dict[_Compiled, list[int]] = {}
-        held = [self._coupons[c] for c in sorted(customer.coupons) if c in self._coupons]
+        every_line = list(range(len(lines)))
+        for rule in self._everywhere:
+            if not rule.has_exclusions:
+                matches[rule] = every_line.copy()
+                continue
+            hit = [i for i, line in enumerate(lines) if not rule.excludes(line)]
+            if hit:
+                matches[rule] = hit
+        for coupon_id in sorted(customer.coupons):
+            coupon = self._coupons.get(coupon_id)
+            if coupon is None:
+                continue
+            if coupon.spec.scope.all_items and not coupon.has_exclusions:
+                matches[coupon] = every_line.copy()
+                continue
+            hit = [i for i, line in enumerate(lines) if coupon.covers(line)]
+            if hit:
+                matches[coupon] = hit
+        return matches
+
+    def _match(self, lines: Sequence[CartLine], customer: Customer) -> dict[_Compiled, list[int]]:
+        """Map every rule whose scope takes in a line to the indices of those lines (in order).
+
+        Apart from :meth:`_match_wide`, rules are found through the SKU, category and tag indexes.
+        """
+        matches = self._match_wide(lines, customer)
         by_sku, by_cat, by_tag = self._by_sku, self._by_category, self._by_tag
-        for i, line in enumerate(cart.lines):
+        for i, line in enumerate(lines):
             found = [*by_sku.get(line.sku, ()), *by_cat.get(line.category, ())]
             for tag in line.tags:
                 found += by_tag.get(tag, ())
-            found += self._everywhere
-            for coupon in held:
-                scope = coupon.spec.scope
-                if scope.all_items or scope.covers(line.sku, line.category, line.tags):
-                    found.append(coupon)
             for rule in found:
-                if rule.excludes(line):
+                if rule.has_exclusions and rule.excludes(line):
                     continue
-                hit = matches.get(rule)
-                if hit is None:
+                seen = matches.get(rule)
+                if seen is None:
                     matches[rule] = [i]
-                elif hit[-1] != i:
-                    hit.append(i)
+                elif seen[-1] != i:  # found through both its SKU and its category, say
+                    seen.append(i)
         return matches
 
     def quote(self, cart: Cart, customer: Customer, now: datetime) -> Quote:
@@ -270,8 +306,8 @@ def _spread(total: int, weights: Sequence[int], caps: Sequence[int]) -> list[int
     spread again over the others, by weight while any has weight and by headroom after that.
     """
     parts = allocate(total, weights)
-    if all(p <= c for p, c in zip(parts, caps, strict=True)):
-        return parts
+    if weights == caps or all(p <= c for p, c in zip(parts, caps, strict=True)):
+        return parts  # (a part never exceeds its weight, so weights == caps always fits)
     out = [0] * len(weights)
     left = total
     open_ = list(range(len(weights)))
@@ -291,21 +327,51 @@ def _spread(total: int, weights: Sequence[int], caps: Sequence[int]) -> list[int
             open_.remove(j)
 
 
+@dataclass(slots=True)
+class _ItemPrice:
+    """The item-layer price a line takes: ``units`` of it at ``unit``, the rest at list."""
+
+    rule: _Compiled
+    unit: int
+    units: int
+
+    def amount(self, line: CartLine) -> int:
+        """What the line costs at this price."""
+        return self.unit * self.units + line.unit_price * (line.quantity - self.units)
+
+    def segments(self, line: CartLine) -> list[tuple[int, int]]:
+        """The line's units as (unit price, count), cheapest first."""
+        rest = line.quantity - self.units
+        return sorted(
+            [(self.unit, self.units), (line.unit_price, rest)]
+            if rest
+            else [(self.unit, self.units)]
+        )
+
+
 class _Pricing:
     """The state of one quote while the layers apply; thrown away afterwards."""
 
     def __init__(self, ruleset: RuleSet, cart: Cart, customer: Customer, now: datetime) -> None:
-        self.cart = cart
         self.customer = customer
         self.now = now
         self.cur = cart.currency
-        lines = cart.lines
+        self.fmt = formatter(cart.currency)
+        # Lines are priced in SKU order and put back in cart order at the end: every tie (a
+        # rounding remainder, equally cheap units) then breaks the same way however the cart
+        # lists its lines, so the line order can never change what anyone pays.
+        skus = [line.sku for line in cart.lines]
+        self.cart_order = sorted(range(len(skus)), key=skus.__getitem__)
+        self.lines = lines = tuple(cart.lines[i] for i in self.cart_order)
         self.listed = [line.unit_price * line.quantity for line in lines]
         self.amount = list(self.listed)
         self.floors = [
             0 if line.floor_price is None else min(line.floor_price * line.quantity, listed)
             for line, listed in zip(lines, self.listed, strict=True)
         ]
+        self.segments: dict[int, list[tuple[int, int]]] = {}
+        """Lines whose units differ in price after the item layer: (unit price, count), cheapest
+        first. Other lines' units all cost their unit price."""
         self.touched = [False] * len(lines)
         self.closed = [False] * len(lines)
         self.list_total = sum(self.listed)
@@ -315,10 +381,7 @@ class _Pricing:
         self.discounts: list[OrderDiscount] = []
         self.trips: list[GuardTrip] = []
         self.notes: list[Explanation] = []
-        self.matches = ruleset._match(cart, customer)
-
-    def fmt(self, amount: int) -> str:
-        return format_minor(amount, self.cur)
+        self.matches = ruleset._match(lines, customer)
 
     def note(self, rule: _Compiled, applied: bool, message: str) -> None:
         self.notes.append(Explanation(rule.id, rule.version, applied, message))
@@ -332,16 +395,19 @@ class _Pricing:
         for rule in active:
             if rule.layer is not Layer.ITEM:
                 self._apply(rule)
+        in_cart_order = [0] * len(self.cart_order)
+        for pos, i in enumerate(self.cart_order):
+            in_cart_order[i] = pos
         lines = tuple(
             QuoteLine(
-                line.sku,
-                line.quantity,
-                line.unit_price,
+                self.lines[i].sku,
+                self.lines[i].quantity,
+                self.lines[i].unit_price,
                 self.listed[i],
                 self.amount[i],
                 tuple(self.line_discounts[i]),
             )
-            for i, line in enumerate(self.cart.lines)
+            for i in in_cart_order
         )
         total = sum(self.amount)
         return Quote(
@@ -369,7 +435,7 @@ class _Pricing:
 
     # -- layer 1: item prices ---------------------------------------------------------------
 
-    def _unit_offer(self, rule: _Compiled, flash_left: dict[_Compiled, int]) -> str | int | None:
+    def _unit_offer(self, rule: _Compiled) -> str | int | None:
         """The unit price this rule offers this customer (None: it depends on the line), or why
         it offers none."""
         kind, param, customer = rule.kind, rule.param, self.customer
@@ -382,71 +448,99 @@ class _Pricing:
             return "not in a complete group for this group-buy"
         if kind == "flash_sale":
             price, limit = param
-            left = limit - customer.flash_sale_used.get(rule.id, 0)
-            if left <= 0:
+            if limit - customer.flash_sale_used.get(rule.id, 0) <= 0:
                 return f"per-customer limit of {limit} units reached"
-            flash_left[rule] = left
             return int(price)
         return int(param)
 
     def _item_layer(self, rules: list[_Compiled]) -> None:
-        lines = self.cart.lines
-        best: dict[int, tuple[int, _Compiled, int]] = {}  # line -> (amount after, rule, units)
-        flash_left: dict[_Compiled, int] = {}
+        """Give each line the lowest unit price on offer; a line takes one item-price rule.
+
+        Unlimited prices (special, member, group-buy) are settled first. Flash sales come after,
+        in rank order, because their units are limited per customer: a flash sale puts its units
+        on the lines where it beats the line's best price so far by the most per unit (then by
+        SKU), so neither the cart's line order nor the rule ids decide who gets them.
+        """
+        lines = self.lines
+        best: dict[int, _ItemPrice] = {}
+        offers: list[tuple[_Compiled, int | None]] = []
         for rule in rules:
-            offer = self._unit_offer(rule, flash_left)
+            offer = self._unit_offer(rule)
             if isinstance(offer, str):
                 self.note(rule, False, offer)
-                continue
-            targets = self.matches[rule]
-            if rule in flash_left and offer is not None:
-                # Limited units go where they save most, so the cart's line order cannot matter.
-                price = offer
-                targets = sorted(targets, key=lambda i: (price - lines[i].unit_price, lines[i].sku))
-            for i in targets:
-                line = lines[i]
-                qty = line.quantity
-                units = qty
-                if offer is None:
-                    price, off_bps = rule.param[self.customer.member_tier]
-                    unit = price if price is not None else price_after_bps(line.unit_price, off_bps)
-                else:
-                    unit = offer
-                if rule in flash_left:
-                    units = min(qty, flash_left[rule])
-                after = unit * units + line.unit_price * (qty - units)
-                current = best.get(i)
-                if after < self.listed[i] and (current is None or after < current[0]):
-                    best[i] = (after, rule, units)
-                    if rule in flash_left:
-                        flash_left[rule] -= units
+            else:
+                offers.append((rule, offer))
+        self._lowest_prices(offers, best)
+        for rule, offer in offers:
+            if rule.kind == "flash_sale":
+                self._flash(rule, int(offer or 0), best)
         won: dict[_Compiled, dict[int, int]] = {}
         for i in sorted(best):
-            after, rule, _ = best[i]
-            won.setdefault(rule, {})[i] = self.listed[i] - after
-        for rule in rules:
+            item, line = best[i], lines[i]
+            won.setdefault(item.rule, {})[i] = self.listed[i] - item.amount(line)
+            self.segments[i] = item.segments(line)
+        for rule, _ in offers:
             parts = won.get(rule)
             if parts is None:
                 self.note(rule, False, "no saving: a lower or equal price applies to its lines")
                 continue
             skus = ", ".join(lines[i].sku for i in parts)
-            self._grant(
-                rule,
-                sum(parts.values()),
-                list(parts),
-                list(parts.values()),
-                f"{_ITEM_LABEL[rule.kind]} on {skus}",
-            )
+            label = f"{_ITEM_LABEL[rule.kind]} on {skus}"
+            self._grant(rule, sum(parts.values()), list(parts), list(parts.values()), label)
+
+    def _lowest_prices(
+        self, offers: list[tuple[_Compiled, int | None]], best: dict[int, _ItemPrice]
+    ) -> None:
+        """Settle the unlimited item prices: each line its lowest."""
+        lines = self.lines
+        for rule, offer in offers:
+            if rule.kind == "flash_sale":
+                continue
+            for i in self.matches[rule]:
+                line = lines[i]
+                if offer is None:
+                    price, off_bps = rule.param[self.customer.member_tier]
+                    unit = price if price is not None else price_after_bps(line.unit_price, off_bps)
+                else:
+                    unit = offer
+                current = best.get(i)
+                if unit < (line.unit_price if current is None else current.unit):
+                    best[i] = _ItemPrice(rule, unit, line.quantity)
+
+    def _flash(self, rule: _Compiled, price: int, best: dict[int, _ItemPrice]) -> None:
+        """Place one flash sale's limited units (see :meth:`_item_layer`)."""
+        lines = self.lines
+        left = rule.param[1] - self.customer.flash_sale_used.get(rule.id, 0)
+
+        def unit_now(i: int) -> int:
+            current = best.get(i)
+            return lines[i].unit_price if current is None else current.unit
+
+        order = sorted(self.matches[rule], key=lambda i: (price - unit_now(i), lines[i].sku))
+        for i in order:
+            if left <= 0 or price >= unit_now(i):
+                break
+            line = lines[i]
+            offer = _ItemPrice(rule, price, min(line.quantity, left))
+            current = best.get(i)
+            if current is not None and offer.amount(line) >= current.amount(line):
+                continue
+            # (Units an earlier flash sale had placed on this line are left unused.)
+            best[i] = offer
+            left -= offer.units
 
     # -- layers 2-4 -------------------------------------------------------------------------
 
     def _apply(self, rule: _Compiled) -> None:
         idx = [i for i in self.matches[rule] if not self.closed[i]]
-        if rule.exclusive:
-            idx = [i for i in idx if not self.touched[i]]
         if not idx:
             self.note(rule, False, "every line in scope already takes an exclusive offer")
             return
+        if rule.exclusive:
+            idx = [i for i in idx if not self.touched[i]]
+            if not idx:
+                self.note(rule, False, "exclusive, and every line in scope is already discounted")
+                return
         outcome = _EVALUATE[rule.kind](self, rule, idx)
         if isinstance(outcome, str):
             self.note(rule, False, outcome)
@@ -472,7 +566,8 @@ class _Pricing:
         line by line instead, so one line's cut never lands on another line.
         """
         amount = self.amount
-        caps = [max(0, amount[i] - self.floors[i]) for i in idx]
+        floors = self.floors
+        caps = [amount[i] - floors[i] for i in idx]  # the guard keeps every line >= its floor
         shares = (
             None if weights is None else [min(w, c) for w, c in zip(weights, caps, strict=True)]
         )
@@ -516,12 +611,13 @@ class _Pricing:
             parts = _spread(granted, [amount[i] for i in idx], caps)
         else:
             parts = allocate(granted, shares)
-        allocations = [0] * len(amount)
+        allocations = [0] * len(amount)  # in cart order, like the quote's lines
+        cart_order = self.cart_order
         for i, part in zip(idx, parts, strict=True):
             if not part:
                 continue
             amount[i] -= part
-            allocations[i] = part
+            allocations[cart_order[i]] = part
             self.touched[i] = True
             self.closed[i] = self.closed[i] or rule.exclusive
             self.line_discounts[i].append(LineDiscount(rule.id, rule.version, rule.kind, part))
@@ -579,7 +675,7 @@ class _Pricing:
         return self._percent(base, off_bps, cap)
 
     def tiered_percent(self, rule: _Compiled, idx: list[int]) -> _Outcome:
-        lines = self.cart.lines
+        lines = self.lines
         units = sum(lines[i].quantity for i in idx)
         reached = [t for t in rule.param if units >= t[0]]
         if not reached:
@@ -590,24 +686,43 @@ class _Pricing:
 
     def bxgy(self, rule: _Compiled, idx: list[int]) -> _Outcome:
         buy, get, off_bps, max_apps = rule.param
-        lines, amount = self.cart.lines, self.amount
+        lines, amount = self.lines, self.amount
         units = sum(lines[i].quantity for i in idx)
         applications = units // (buy + get)
         if max_apps is not None:
             applications = min(applications, max_apps)
         if not applications:
             return f"{units} unit(s) in scope, needs {buy + get} for buy {buy} get {get}"
-        # The discounted units are the cheapest ones in scope; ties go to the earlier line.
+        why = f"buy {buy} get {get} at {_pct(off_bps)} off, ×{applications}"
+        # The discounted units are the cheapest ones in scope. A line's units can differ in
+        # price (a flash sale on some of them); each is valued at its item-layer price scaled by
+        # what the line costs now. Ties go to the earlier line (same value, same discount).
+        units_by_value = []
+        for pos, i in enumerate(idx):
+            segments = self.segments.get(i) or [(lines[i].unit_price, lines[i].quantity)]
+            seg_total = sum(price * count for price, count in segments)
+            for price, count in segments:
+                value = price * amount[i] // seg_total if seg_total else 0
+                units_by_value.append((value, pos, count))
+        units_by_value.sort()
         free = applications * get
         weights = [0] * len(idx)
-        for pos in sorted(range(len(idx)), key=lambda p: amount[idx[p]] // lines[idx[p]].quantity):
-            i = idx[pos]
-            take = min(free, lines[i].quantity)
-            weights[pos] = take * (amount[i] // lines[i].quantity * off_bps // BPS_WHOLE)
-            free -= take
-            if not free:
-                break
-        why = f"buy {buy} get {get} at {_pct(off_bps)} off, ×{applications}"
+        room = [amount[i] - self.floors[i] for i in idx]
+        # First the cheapest units whose line can give their whole discount above its floor
+        # price; only if too few can, the cheapest of the rest (and the guard cuts those).
+        unused = [count for _, _, count in units_by_value]
+        for must_fit in (True, False):
+            for n, (value, pos, _) in enumerate(units_by_value):
+                each = value * off_bps // BPS_WHOLE
+                take = min(free, unused[n])
+                if must_fit and each:
+                    take = min(take, room[pos] // each)
+                weights[pos] += take * each
+                room[pos] -= take * each
+                unused[n] -= take
+                free -= take
+                if not free:
+                    return sum(weights), weights, why
         return sum(weights), weights, why
 
     def coupon(self, rule: _Compiled, idx: list[int]) -> _Outcome:

@@ -1,15 +1,16 @@
 """What the engine reads (a cart, a customer's facts) and what it answers (a quote).
 
 Inputs are frozen pydantic models, so a cart from JSON or HTTP is checked once at the boundary and
-then read by the engine at plain-attribute speed. Outputs are slotted dataclasses: the engine makes
-many of them per quote, and they serialise through pydantic's ``TypeAdapter`` like any model.
+then read by the engine at plain-attribute speed. Outputs are typed named tuples: immutable like
+frozen dataclasses but about twice as quick to build, which matters because the engine builds a
+few dozen per quote (``bench/pricing.py`` measured frozen dataclasses at a fifth of a quote's
+time). :meth:`Quote.as_dict` gives the JSON shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Annotated, Self
+from typing import Annotated, Any, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -79,8 +80,7 @@ class Customer(_Input):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class LineDiscount:
+class LineDiscount(NamedTuple):
     """The share of one rule's discount that one line carries."""
 
     rule_id: str
@@ -89,8 +89,7 @@ class LineDiscount:
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteLine:
+class QuoteLine(NamedTuple):
     """A priced line: list amount, final amount and every discount allocated to it."""
 
     sku: str
@@ -106,8 +105,7 @@ class QuoteLine:
         return self.list_amount - self.final_amount
 
 
-@dataclass(frozen=True, slots=True)
-class OrderDiscount:
+class OrderDiscount(NamedTuple):
     """One rule's whole discount on the order and how it was split over the lines."""
 
     rule_id: str
@@ -119,8 +117,7 @@ class OrderDiscount:
     """Per cart line, in cart order; sums exactly to ``amount``."""
 
 
-@dataclass(frozen=True, slots=True)
-class GuardTrip:
+class GuardTrip(NamedTuple):
     """The guard cut a discount: which rule, which limit, what was asked and what was given."""
 
     rule_id: str | None
@@ -131,8 +128,7 @@ class GuardTrip:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Explanation:
+class Explanation(NamedTuple):
     """Why a rule in scope did or did not apply, in words a shop would use."""
 
     rule_id: str
@@ -141,8 +137,7 @@ class Explanation:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(NamedTuple):
     """A priced cart. ``total == list_total - discount_total`` and is never negative."""
 
     currency: str
@@ -152,8 +147,25 @@ class Quote:
     total: int
     discounts: tuple[OrderDiscount, ...]
     trips: tuple[GuardTrip, ...]
-    explanation: tuple[Explanation, ...] = field(default=())
+    explanation: tuple[Explanation, ...] = ()
 
     def fmt(self, amount: int) -> str:
         """Format an amount of this quote's currency: ``180.00``."""
         return format_minor(amount, self.currency)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The quote as plain JSON-ready data: objects for every record, layers by name."""
+        return _plain(self)  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Layer):
+        return value.name.lower()
+    if hasattr(value, "_asdict"):
+        data = {k: _plain(v) for k, v in value._asdict().items()}
+        if isinstance(value, QuoteLine):
+            data["discount"] = value.discount
+        return data
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

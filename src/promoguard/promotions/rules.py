@@ -100,7 +100,12 @@ class RuleSpecError(ValueError):
         """
         found = []
         for err in exc.errors(include_url=False):
-            loc = [p for p in err["loc"] if p not in _KINDS]
+            loc = list(err["loc"])
+            # The tag sits right after the list indexes ("[2].threshold.tiers"); drop it there
+            # only, so a field that happens to share a kind's name keeps its place in the path.
+            tag_at = next((n for n, p in enumerate(loc) if not isinstance(p, int)), None)
+            if tag_at is not None and loc[tag_at] in _KINDS:
+                del loc[tag_at]
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc.append("kind")
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
