@@ -22,6 +22,7 @@ from promoguard.money import format_minor
 from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Quote
 from promoguard.promotions.rules import Rule, RuleSpecError, load_rules, rule_json_schema
+from promoguard.settings import Settings
 
 EXIT_INVALID = 1
 EXIT_UNREADABLE = 3
@@ -164,6 +165,70 @@ def validate(path: Annotated[Path, typer.Argument(help="JSON array of rule specs
 def schema() -> None:
     """Print the JSON Schema of a rule spec (every kind, every field)."""
     Console().print_json(json.dumps(rule_json_schema(), ensure_ascii=False))
+
+
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings(err: Console) -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err.print("[red]error:[/] the configuration (PROMOGUARD_* variables) is invalid:")
+        for path, reason in RuleSpecError.from_validation(exc).errors:
+            err.print(f"  [bold]{path or '<root>'}[/]: {reason}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _upgrade(settings: Settings, console: Console, err: Console) -> None:
+    from promoguard.store import migrate  # noqa: PLC0415 (Alembic loads only when needed)
+
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:  # the database is unreachable or refuses: say so plainly
+        err.print(f"[red]error:[/] cannot migrate {_redacted(settings.database_url)}: {exc}")
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    console.print(
+        f"database {_redacted(settings.database_url)} is at migration "
+        f"{migrate.current_revision(settings.database_url)}"
+    )
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to PROMOGUARD_DATABASE_URL (default: ./promoguard.db)."""
+    console, err = Console(), Console(stderr=True)
+    _upgrade(_settings(err), console, err)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes")] = 1,
+) -> None:
+    """Apply migrations, then serve the HTTP API (docs at /docs)."""
+    import uvicorn  # noqa: PLC0415
+
+    console, err = Console(), Console(stderr=True)
+    settings = _settings(err)
+    _upgrade(settings, console, err)
+    console.print(f"serving on http://{host}:{port} (docs at /docs) with {workers} worker(s)")
+    uvicorn.run(
+        "promoguard.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
 def _version(value: bool) -> None:

@@ -194,6 +194,9 @@ class RuleSet:
             key=lambda c: (c.layer, -c.spec.priority, c.id, c.version),
         )
         self.rules: tuple[_Compiled, ...] = tuple(compiled)
+        self.kinds = frozenset(rule.kind for rule in compiled)
+        """The kinds of rule in the set (a caller can skip fetching facts no rule needs)."""
+        self._specs = {rule.id: rule.spec for rule in compiled}
         self._by_sku: dict[str, list[_Compiled]] = {}
         self._by_category: dict[str, list[_Compiled]] = {}
         self._by_tag: dict[str, list[_Compiled]] = {}
@@ -221,6 +224,10 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    def spec(self, rule_id: str) -> Rule | None:
+        """The spec of the rule with this id, if it is in the set."""
+        return self._specs.get(rule_id)
 
     def _match_wide(
         self, lines: Sequence[CartLine], customer: Customer

@@ -1,0 +1,123 @@
+"""The application factory: ``create_app(settings)`` wires the services and maps every error to
+an RFC 9457 problem. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from decimal import Decimal
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from promoguard import __version__
+from promoguard.api import Services
+from promoguard.campaigns.live import LiveRules
+from promoguard.campaigns.routes import router as campaigns_router
+from promoguard.coupons.routes import router as coupons_router
+from promoguard.errors import PromoguardError
+from promoguard.orders.routes import router as orders_router
+from promoguard.orders.service import Checkout
+from promoguard.promotions.engine import PricingPolicy
+from promoguard.settings import Settings
+from promoguard.store.db import Database
+
+__all__ = ["create_app", "problem"]
+
+log = logging.getLogger("promoguard")
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    errors: list[tuple[str, str]] | None = None,
+    **extra: object,
+) -> JSONResponse:
+    """An RFC 9457 problem+json response."""
+    body = {
+        "type": f"https://promoguard.dev/problems/{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "errors": [{"path": path, "reason": reason} for path, reason in errors or []],
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where = parts.pop(0)
+        if where != "body" and parts:
+            return f"{where}.{parts[0]}" if where != "header" else str(parts[0])
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PromoguardError)
+    async def _ours(_: Request, exc: PromoguardError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.detail, exc.errors, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [(_path(tuple(e["loc"])), str(e["msg"])) for e in exc.errors()]
+        where = ", ".join(p or "<body>" for p, _ in errors[:5])
+        return problem(422, "invalid_request", f"the request is invalid at {where}", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "internal_error", "something went wrong on our side; it is logged")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the promoguard API for ``settings`` (from the environment when omitted)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        policy = PricingPolicy(max_discount_ratio=Decimal(settings.max_discount_ratio))
+        live = LiveRules(db, policy, settings.rules_refresh_seconds)
+        checkout = Checkout(
+            db,
+            live,
+            secret=settings.secret_key,
+            quote_ttl=timedelta(seconds=settings.quote_ttl_seconds),
+        )
+        app.state.services = Services(settings=settings, db=db, live=live, checkout=checkout)
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="promoguard",
+        version=__version__,
+        description="E-commerce promotions that cannot quietly give the store away.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    app.include_router(campaigns_router)
+    app.include_router(orders_router)
+    app.include_router(coupons_router)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,1 @@
+"""Campaigns: a rule spec's immutable versions and the lifecycle that makes one live."""

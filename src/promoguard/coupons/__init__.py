@@ -1,0 +1,1 @@
+"""Coupons: templates (coupon campaigns), claims into a customer's wallet, redemption."""

@@ -1,0 +1,1 @@
+"""Orders: quotes and their signed tokens, checkout, redemptions, per-customer use, events."""

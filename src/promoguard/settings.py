@@ -1,0 +1,40 @@
+"""Configuration from the environment (``PROMOGUARD_*``), with embedded defaults that need nothing.
+
+The defaults run everything on one SQLite file in the working directory. Production sets
+``PROMOGUARD_ENVIRONMENT=production``, a real ``PROMOGUARD_SECRET_KEY``, a PostgreSQL
+``PROMOGUARD_DATABASE_URL`` and usually ``PROMOGUARD_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "development-only-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Everything promoguard can be told; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMOGUARD_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(
+        default="sqlite:///promoguard.db",
+        description="sqlite:///path.db (default) or postgresql+psycopg://user@host/db",
+    )
+    redis_url: str | None = Field(default=None, description="redis://host:6379/0 when scaled")
+    secret_key: str = Field(default=DEVELOPMENT_SECRET, min_length=16)
+    quote_ttl_seconds: int = Field(default=900, ge=10, le=86_400)
+    rules_refresh_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="how often a worker checks for rule changes"
+    )
+    max_discount_ratio: str = Field(default="0.9", description="shop-wide guard, see the engine")
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Self:
+        if self.environment == "production" and self.secret_key == DEVELOPMENT_SECRET:
+            raise ValueError("set PROMOGUARD_SECRET_KEY: the development secret is refused")
+        return self

@@ -1,0 +1,1 @@
+"""Storage: the database (SQLite embedded, PostgreSQL in production) and its migrations."""

@@ -1,0 +1,11 @@
+"""Every table, imported in one place so the metadata (and Alembic) sees them all."""
+
+from promoguard import audit
+from promoguard.campaigns import models as campaigns
+from promoguard.coupons import models as coupons
+from promoguard.orders import models as orders
+from promoguard.store.db import Base
+
+__all__ = ["audit", "campaigns", "coupons", "metadata", "orders"]
+
+metadata = Base.metadata

@@ -1,0 +1,79 @@
+"""The service on real databases: every test here runs on SQLite and on PostgreSQL.
+
+PostgreSQL is the one on 127.0.0.1:5432 (database ``test``, trust auth), or
+``PROMOGUARD_TEST_POSTGRES_URL``. Each test gets its own schema, migrated from scratch and dropped
+afterwards. Where PostgreSQL is not running the PostgreSQL half is skipped with a message, unless
+``PROMOGUARD_REQUIRE_SERVICES=1`` (set by ``.ci/run``), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from promoguard.app import create_app
+from promoguard.settings import Settings
+from promoguard.store import migrate
+
+POSTGRES_URL = os.environ.get(
+    "PROMOGUARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+SECRET = "test-secret-0123456789abcdef"
+
+
+def _postgres_or_skip() -> None:
+    plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        psycopg.connect(plain, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.__class__.__name__}): "
+            "the PostgreSQL integration tests are skipped. Start it (see README) or run .ci/run."
+        )
+        if os.environ.get("PROMOGUARD_REQUIRE_SERVICES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A migrated, empty database of each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'promoguard.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    _postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        environment="test",
+        secret_key=SECRET,
+        rules_refresh_seconds=0.2,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
