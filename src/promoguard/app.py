@@ -13,6 +13,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promoguard import __version__
@@ -92,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         policy = PricingPolicy(max_discount_ratio=Decimal(settings.max_discount_ratio))
-        live = LiveRules(db, policy, settings.rules_refresh_seconds)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        live = LiveRules(db, policy, settings.rules_refresh_seconds, redis=redis)
+        await live.start()
         checkout = Checkout(
             db,
             live,
@@ -103,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await live.stop()
+            if redis is not None:
+                await redis.aclose()
             await db.dispose()
 
     app = FastAPI(

@@ -77,3 +77,24 @@ def settings(database_url: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+REDIS_URL = os.environ.get("PROMOGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The local Redis (database 15), or a skip with a message (a failure in CI)."""
+    import redis  # noqa: PLC0415
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        message = (
+            f"Redis is not reachable at {REDIS_URL} ({exc.__class__.__name__}): "
+            "the Redis integration tests are skipped. Start it (see README) or run .ci/run."
+        )
+        if os.environ.get("PROMOGUARD_REQUIRE_SERVICES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return REDIS_URL

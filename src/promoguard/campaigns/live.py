@@ -3,20 +3,30 @@
 A quote never loads promotions from the database: it reads this cache. The cache checks the
 one-row stamp at most every ``refresh_seconds`` (0.5 s by default), so a pause or a new live
 version reaches every worker process within a second, and reloads the live specs only when the
-stamp has changed.
+stamp has changed. When Redis is configured, a change is also announced on the
+``promoguard:rules`` channel and every worker listening drops its cache at once; the stamp
+polling stays as the safety net if a message is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from redis.asyncio import Redis
 
 from promoguard.campaigns import service
 from promoguard.promotions.engine import PricingPolicy, RuleSet
 from promoguard.store.db import Database
 
-__all__ = ["LiveRules", "Snapshot"]
+__all__ = ["CHANNEL", "LiveRules", "Snapshot"]
+
+CHANNEL = "promoguard:rules"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,30 +40,73 @@ class Snapshot:
 class LiveRules:
     """The cache; :meth:`current` is what the quote and order paths call."""
 
-    def __init__(self, db: Database, policy: PricingPolicy, refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        policy: PricingPolicy,
+        refresh_seconds: float,
+        *,
+        redis: Redis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
         self._policy = policy
         self._refresh = refresh_seconds
+        self._redis = redis
+        self._clock = clock
         self._snapshot: Snapshot | None = None
-        self._checked = 0.0
+        self._checked = float("-inf")
         self._lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+        self.heard = asyncio.Event()
+        """Set whenever a change announced on Redis arrives (tests wait on it)."""
 
     def invalidate(self) -> None:
-        """Check the stamp on the next call (after this process changed what is live)."""
-        self._checked = 0.0
+        """Check the stamp on the next call."""
+        self._checked = float("-inf")
+
+    async def announce(self) -> None:
+        """Tell every worker that what is live changed (this one included)."""
+        self.invalidate()
+        if self._redis is not None:
+            try:
+                await self._redis.publish(CHANNEL, "changed")
+            except Exception:  # polling still catches the change within refresh_seconds
+                log.warning("could not announce a rules change on Redis", exc_info=True)
+
+    async def start(self) -> None:
+        """Listen for announced changes (only when Redis is configured)."""
+        if self._redis is None or self._listener is not None:
+            return
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(CHANNEL)
+        self._listener = asyncio.create_task(self._listen(pubsub))
+
+    async def _listen(self, pubsub: object) -> None:
+        async for _ in pubsub.listen():  # type: ignore[attr-defined]
+            self.invalidate()
+            self.heard.set()
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
 
     async def current(self) -> Snapshot:
         """The live rule set, at most ``refresh_seconds`` old."""
         snapshot = self._snapshot
-        if snapshot is not None and time.monotonic() - self._checked < self._refresh:
+        if snapshot is not None and self._clock() - self._checked < self._refresh:
             return snapshot
         async with self._lock:
-            if self._snapshot is not None and time.monotonic() - self._checked < self._refresh:
+            if self._snapshot is not None and self._clock() - self._checked < self._refresh:
                 return self._snapshot
             async with self._db.read() as session:
                 stamp = await service.rules_stamp(session)
                 if self._snapshot is None or stamp != self._snapshot.stamp:
                     stamp, specs = await service.live_specs(session)
                     self._snapshot = Snapshot(stamp, RuleSet(specs, self._policy))
-            self._checked = time.monotonic()
+            self._checked = self._clock()
             return self._snapshot

@@ -146,7 +146,7 @@ async def activate(campaign_id: str, body: ActivateIn, svc: Svc, actor: Actor) -
             session, campaign_id=campaign_id, version=body.version, actor=actor
         )
         out = _out(campaign)
-    svc.live.invalidate()
+    await svc.live.announce()
     return out
 
 
@@ -156,7 +156,7 @@ async def pause(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> Cam
         out = _out(
             await service.pause(session, campaign_id=campaign_id, actor=actor, reason=body.reason)
         )
-    svc.live.invalidate()
+    await svc.live.announce()
     return out
 
 
@@ -166,5 +166,5 @@ async def end(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> Campa
         out = _out(
             await service.end(session, campaign_id=campaign_id, actor=actor, reason=body.reason)
         )
-    svc.live.invalidate()
+    await svc.live.announce()
     return out
