@@ -116,3 +116,33 @@ def test_schema_lists_every_rule_kind() -> None:
         "coupon",
     ):
         assert f'"{kind}"' in text
+
+
+def test_db_upgrade_migrates_an_empty_sqlite_database_and_can_run_again(tmp_path: Path):
+    env = {"PROMOGUARD_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}"}
+
+    first = runner.invoke(app, ["db", "upgrade"], env=env)
+    again = runner.invoke(app, ["db", "upgrade"], env=env)
+
+    assert first.exit_code == 0, first.output
+    assert "at migration 0001" in first.output
+    assert again.exit_code == 0
+    assert (tmp_path / "shop.db").exists()
+
+
+def test_db_upgrade_says_plainly_when_the_database_cannot_be_reached(tmp_path: Path):
+    env = {"PROMOGUARD_DATABASE_URL": f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"}
+
+    result = runner.invoke(app, ["db", "upgrade"], env=env)
+
+    assert result.exit_code == EXIT_UNREADABLE
+    assert "cannot migrate" in result.output
+
+
+def test_a_bad_configuration_is_reported_with_the_variable(tmp_path: Path):
+    env = {"PROMOGUARD_ENVIRONMENT": "production"}
+
+    result = runner.invoke(app, ["db", "upgrade"], env=env)
+
+    assert result.exit_code == EXIT_INVALID
+    assert "PROMOGUARD_SECRET_KEY" in result.output

@@ -208,6 +208,19 @@ def db_upgrade() -> None:
     _upgrade(_settings(err), console, err)
 
 
+@db_app.command("revision")
+def db_revision(
+    message: Annotated[str, typer.Option("-m", "--message", help="what the migration does")],
+) -> None:
+    """Write a new migration from the models (for developers; the database must be at head)."""
+    from alembic import command  # noqa: PLC0415
+
+    from promoguard.store import migrate  # noqa: PLC0415
+
+    settings = _settings(Console(stderr=True))
+    command.revision(migrate.alembic_config(settings.database_url), message, autogenerate=True)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
