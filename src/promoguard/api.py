@@ -63,7 +63,7 @@ class Services:
     checkout: Checkout
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -71,7 +71,7 @@ def _services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(_services)]
 
 
-def _actor(x_actor: Annotated[str | None, Header(max_length=128)] = None) -> str:
+async def _actor(x_actor: Annotated[str | None, Header(max_length=128)] = None) -> str:
     # Who is acting, for the audit log. API keys and roles (the security issue) replace this.
     return x_actor or "anonymous"
 

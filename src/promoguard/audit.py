@@ -13,6 +13,7 @@ from sqlalchemy import JSON, BigInteger, Integer, String, event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from promoguard.security.context import current
 from promoguard.store.db import Base, UTCDateTime, utcnow
 
 __all__ = ["AuditEntry", "record"]
@@ -32,6 +33,10 @@ class AuditEntry(Base):
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(128), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    key_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    role: Mapped[str | None] = mapped_column(String(16), default=None)
+    ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 @event.listens_for(AuditEntry, "before_update")
@@ -49,14 +54,22 @@ def record(
     subject_id: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Add an audit entry to the session's transaction (it lands with the change it records)."""
+    """Add an audit entry to the session's transaction (it lands with the change it records).
+
+    During an API request the entry also carries the caller's key id, role, IP and request id.
+    """
+    caller = current.get()
     session.add(
         AuditEntry(
-            actor=actor,
+            actor=actor if caller is None or actor != "anonymous" else caller.key_id,
             action=action,
             subject_type=subject_type,
             subject_id=subject_id,
             detail=detail or {},
             at=utcnow(),
+            key_id=None if caller is None else caller.key_id,
+            role=None if caller is None else caller.role,
+            ip=None if caller is None else caller.ip,
+            request_id=None if caller is None else caller.request_id,
         )
     )

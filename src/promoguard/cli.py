@@ -221,6 +221,108 @@ def db_revision(
     command.revision(migrate.alembic_config(settings.database_url), message, autogenerate=True)
 
 
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _run_keys(settings: Settings, work: Any) -> Any:
+    import asyncio  # noqa: PLC0415
+
+    from promoguard.store.db import Database  # noqa: PLC0415
+
+    async def run() -> Any:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                return await work(session)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="storefront, operator, approver, auditor or admin")],
+    department: Annotated[
+        str | None, typer.Option(help="approvers only: marketing, engineering or product")
+    ] = None,
+    label: Annotated[str, typer.Option(help="what the key is for")] = "",
+    allow_ip: Annotated[
+        list[str] | None, typer.Option(help="CIDR the key may call from (repeat); default any")
+    ] = None,
+) -> None:
+    """Create an API key and print its secret: it is shown this once and never stored."""
+    from promoguard.errors import PromoguardError  # noqa: PLC0415
+    from promoguard.security.keys import Role, create_key  # noqa: PLC0415
+
+    console, err = Console(), Console(stderr=True)
+    settings = _settings(err)
+    if role not in {r.value for r in Role}:
+        err.print(f"[red]error:[/] --role must be one of {', '.join(r.value for r in Role)}")
+        raise typer.Exit(EXIT_INVALID)
+    _upgrade(settings, Console(quiet=True), err)
+    try:
+        key, secret = _run_keys(
+            settings,
+            lambda session: create_key(
+                session,
+                master=settings.secret_key,
+                role=Role(role),
+                created_by="cli",
+                department=department,
+                label=label,
+                allowed_ips=allow_ip or [],
+            ),
+        )
+    except PromoguardError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(EXIT_INVALID) from None
+    console.print(f"key id:  [bold]{key.id}[/]  role: {key.role}")
+    console.print(f"secret:  [bold]{secret}[/]")
+    console.print(
+        "[yellow]The secret is shown once. Store it now; promoguard keeps only a hash.[/]"
+    )
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    from promoguard.security.keys import list_keys  # noqa: PLC0415
+
+    console, err = Console(), Console(stderr=True)
+    settings = _settings(err)
+    _upgrade(settings, Console(quiet=True), err)
+    table = Table("key id", "role", "department", "label", "allowed IPs", "created", "revoked")
+    for key in _run_keys(settings, list_keys):
+        table.add_row(
+            key.id,
+            key.role,
+            key.department or "",
+            key.label,
+            ", ".join(key.allowed_ips) or "any",
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key id, pk_...")]) -> None:
+    """Revoke a key (workers stop accepting it within 5 seconds)."""
+    from promoguard.errors import PromoguardError  # noqa: PLC0415
+    from promoguard.security.keys import revoke_key  # noqa: PLC0415
+
+    console, err = Console(), Console(stderr=True)
+    settings = _settings(err)
+    try:
+        _run_keys(settings, lambda session: revoke_key(session, key_id=key_id, actor="cli"))
+    except PromoguardError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(EXIT_INVALID) from None
+    console.print(f"revoked {key_id}")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

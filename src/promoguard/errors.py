@@ -12,9 +12,11 @@ from typing import Any, ClassVar
 __all__ = [
     "BadRequestError",
     "ConflictError",
+    "ForbiddenError",
     "InvalidError",
     "NotFoundError",
     "PromoguardError",
+    "UnauthorizedError",
 ]
 
 
@@ -30,12 +32,14 @@ class PromoguardError(Exception):
         *,
         errors: list[tuple[str, str]] | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.errors = errors or []
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 class InvalidError(PromoguardError):
@@ -54,6 +58,18 @@ class ConflictError(PromoguardError):
     """The request clashes with the current state (409): a used coupon, a changed price."""
 
     status = 409
+
+
+class UnauthorizedError(PromoguardError):
+    """Who is calling could not be established (401): no key, a bad signature, a replay."""
+
+    status = 401
+
+
+class ForbiddenError(PromoguardError):
+    """The caller is known but may not do this (403): wrong role, disallowed IP."""
+
+    status = 403
 
 
 class BadRequestError(PromoguardError):

@@ -32,6 +32,21 @@ class Settings(BaseSettings):
         default=0.5, gt=0, le=60, description="how often a worker checks for rule changes"
     )
     max_discount_ratio: str = Field(default="0.9", description="shop-wide guard, see the engine")
+    signing_required: list[str] = Field(
+        default=["storefront", "operator", "approver", "auditor", "admin"],
+        description="roles whose requests must be signed; others may use a bearer key",
+    )
+    clock_skew_seconds: int = Field(default=300, ge=5, le=3600)
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
+    )
+    rate_limits: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "*": {"key": "100000/minute", "ip": "100000/minute"},
+            "coupon_claim": {"customer": "10/minute"},
+        },
+        description='{route: {scope: "N/period"}}; scopes: key, ip, customer, route; "*" = all',
+    )
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:

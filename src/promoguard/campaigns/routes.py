@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from promoguard.api import PROBLEMS, Actor, Svc
@@ -13,6 +13,9 @@ from promoguard.campaigns import service
 from promoguard.campaigns.models import Campaign, CampaignStatus, CampaignVersion
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=PROBLEMS)
+
+MAX_VERSION = 2**31 - 1
+"""Versions are INTEGER columns: a bigger number is refused (422) before it reaches the database."""
 
 
 class CampaignIn(BaseModel):
@@ -35,7 +38,7 @@ class ActivateIn(BaseModel):
     """Which version goes live (the latest when omitted)."""
 
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
 
 
 class ReasonIn(BaseModel):
@@ -124,7 +127,9 @@ async def versions(campaign_id: str, svc: Svc) -> list[VersionOut]:
 
 
 @router.get("/{campaign_id}/versions/{version}", summary="Read one version")
-async def read_version(campaign_id: str, version: int, svc: Svc) -> VersionOut:
+async def read_version(
+    campaign_id: str, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], svc: Svc
+) -> VersionOut:
     async with svc.db.read() as session:
         row = await service.get_version(session, campaign_id=campaign_id, version=version)
         return _version_out(row)

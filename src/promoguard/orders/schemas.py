@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from promoguard.promotions.model import Cart
 
@@ -21,7 +20,9 @@ Label = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strip like the engine's models do, so "  " is refused here (422) and not by the engine's
+    # Customer later, which was a 500.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class CustomerFacts(_In):
@@ -66,4 +67,7 @@ class OrderEventIn(_In):
         default=None, description="refunded only: which units; omitted = everything left"
     )
     reason: str = Field(default="", max_length=500)
-    at: datetime | None = Field(default=None, description="when it happened; default now")
+    # Aware only: a naive time cannot be stored (the store refuses to guess a zone), so it is a 422.
+    at: AwareDatetime | None = Field(
+        default=None, description="when it happened, with its UTC offset; default now"
+    )

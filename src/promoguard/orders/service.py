@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -23,7 +23,7 @@ from sqlalchemy.orm import selectinload
 from promoguard import audit
 from promoguard.campaigns.live import LiveRules
 from promoguard.coupons.models import CouponState, IssuedCoupon
-from promoguard.errors import ConflictError, InvalidError, NotFoundError
+from promoguard.errors import ConflictError, InvalidError, NotFoundError, PromoguardError
 from promoguard.orders import tokens
 from promoguard.orders.models import (
     IdempotencyRecord,
@@ -238,10 +238,14 @@ class Checkout:
 
         Returns the order and whether it is a replay of an earlier request with this key.
         """
-        replay = await self._replay(key, body_hash)
-        if replay is not None:
-            return replay, True
-        claims = tokens.verify(token, self._secret, now)
+        try:
+            claims = tokens.verify(token, self._secret, now)
+        except InvalidError:
+            # An expired token can still be the retry of an order placed in time: replay it.
+            replay = await self._replay(key, body_hash)
+            if replay is not None:
+                return replay, True
+            raise
         request = QuoteRequest.model_validate(claims["req"])
         snapshot = await self._live.current()
         try:
@@ -267,12 +271,16 @@ class Checkout:
                         created_at=now,
                     )
                 )
-        except IntegrityError as exc:
-            log.info("order commit lost a unique race: %s", exc.orig)
-            # A concurrent request won a unique constraint: the same key, or the same quote.
+        except (IntegrityError, PromoguardError) as exc:
+            # A concurrent request with this key may have committed while we ran (on PostgreSQL
+            # each statement sees the latest commits): its order is the answer, whatever we hit
+            # after it (a unique race on the key or the quote, the quote or coupon now used).
             replay = await self._replay(key, body_hash)
             if replay is not None:
                 return replay, True
+            if isinstance(exc, PromoguardError):
+                raise
+            log.info("order commit lost a unique race: %s", exc.orig)
             raise ConflictError(
                 "quote_already_used", "this quote has already been committed into an order"
             ) from None
@@ -303,11 +311,16 @@ class Checkout:
         stamp: int,
         now: datetime,
     ) -> dict[str, Any]:
-        if await session.get(QuoteRecord, claims["qid"]) is not None:
+        try:
+            priced = await self._priced(session, ruleset, stamp, request, now)
+        except InvalidError as exc:
+            if exc.code != "coupon_not_in_wallet":
+                raise
+            # The quote saw the coupon in the wallet: a concurrent order has redeemed it since.
+            detail = exc.detail.replace("holds no unused", "no longer holds an unused", 1)
             raise ConflictError(
-                "quote_already_used", "this quote has already been committed into an order"
-            )
-        priced = await self._priced(session, ruleset, stamp, request, now)
+                "coupon_already_used", f"{detail}: another order has used it", errors=exc.errors
+            ) from None
         quote = priced.quote
         if quote.total != claims["total"]:
             raise ConflictError(
@@ -316,18 +329,17 @@ class Checkout:
                 "units): ask for a new quote",
                 extra={"quoted_total": claims["total"], "current_total": quote.total},
             )
-        order = await self._record(session, claims, request, priced, now)
-        await self._redeem(session, order, request, priced, now)
+        view = await self._record(session, claims, request, priced, now)
+        await self._redeem(session, view["id"], request, priced, now)
         audit.record(
             session,
             actor=request.customer.id,
             action="order.created",
             subject_type="order",
-            subject_id=order.id,
+            subject_id=view["id"],
             detail={"total": quote.total, "discount": quote.discount_total, "rules_stamp": stamp},
         )
-        await session.flush()
-        return order_view(order)
+        return view
 
     @staticmethod
     async def _record(
@@ -336,10 +348,17 @@ class Checkout:
         request: QuoteRequest,
         priced: Priced,
         now: datetime,
-    ) -> Order:
+    ) -> dict[str, Any]:
+        """Write the quote, the order, its lines, allocations and discounts; return the order as
+        :func:`order_view` shows it.
+
+        Bulk inserts in foreign-key order, no read-backs: the unique quote id (a second order
+        from one quote) and the idempotency key are left to the database's constraints.
+        """
         quote = priced.quote
-        session.add(
-            QuoteRecord(
+        order_id = str(uuid.uuid4())
+        await session.execute(
+            insert(QuoteRecord).values(
                 id=claims["qid"],
                 customer_id=request.customer.id,
                 total=quote.total,
@@ -349,64 +368,113 @@ class Checkout:
                 quote=quote.as_dict(),
             )
         )
-        await session.flush()  # tables are linked by foreign keys only: insert in their order
-        order = Order(
-            id=str(uuid.uuid4()),
-            customer_id=request.customer.id,
-            quote_id=claims["qid"],
-            status=OrderStatus.CREATED,
-            currency=quote.currency,
-            list_total=quote.list_total,
-            discount_total=quote.discount_total,
-            total=quote.total,
-            refunded_total=0,
-            priced_at=now,
-            created_at=now,
-            updated_at=now,
-            customer_facts=request.customer.model_dump(mode="json")
-            | {"coupons": sorted(priced.customer.coupons)},
-        )
-        order.lines = [
-            OrderLine(
-                position=position,
-                sku=line.sku,
-                category=cart_line.category,
-                tags=sorted(cart_line.tags),
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                floor_price=cart_line.floor_price,
-                list_amount=line.list_amount,
-                discount=line.discount,
-                final_amount=line.final_amount,
-                refunded_quantity=0,
-                refunded_amount=0,
-                allocations=[
-                    LineAllocation(rule_id=d.rule_id, rule_version=d.rule_version, amount=d.amount)
-                    for d in line.discounts
-                ],
+        await session.execute(
+            insert(Order).values(
+                id=order_id,
+                customer_id=request.customer.id,
+                quote_id=claims["qid"],
+                status=OrderStatus.CREATED,
+                currency=quote.currency,
+                list_total=quote.list_total,
+                discount_total=quote.discount_total,
+                total=quote.total,
+                refunded_total=0,
+                priced_at=now,
+                created_at=now,
+                updated_at=now,
+                customer_facts=request.customer.model_dump(mode="json")
+                | {"coupons": sorted(priced.customer.coupons)},
             )
+        )
+        rows = [
+            {
+                "order_id": order_id,
+                "position": position,
+                "sku": line.sku,
+                "category": cart_line.category,
+                "tags": sorted(cart_line.tags),
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "floor_price": cart_line.floor_price,
+                "list_amount": line.list_amount,
+                "discount": line.discount,
+                "final_amount": line.final_amount,
+                "refunded_quantity": 0,
+                "refunded_amount": 0,
+            }
             for position, (line, cart_line) in enumerate(
                 zip(quote.lines, request.cart.lines, strict=True)
             )
         ]
-        order.discounts = [
-            OrderDiscountRow(
-                rule_id=d.rule_id,
-                rule_version=d.rule_version,
-                kind=d.kind,
-                layer=d.layer.name.lower(),
-                amount=d.amount,
+        line_ids = (
+            await session.scalars(
+                insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True), rows
             )
+        ).all()
+        allocations = [
+            {
+                "order_line_id": line_id,
+                "rule_id": d.rule_id,
+                "rule_version": d.rule_version,
+                "amount": d.amount,
+            }
+            for line_id, line in zip(line_ids, quote.lines, strict=True)
+            for d in line.discounts
+        ]
+        if allocations:
+            await session.execute(insert(LineAllocation), allocations)
+        discounts = [
+            {
+                "order_id": order_id,
+                "rule_id": d.rule_id,
+                "rule_version": d.rule_version,
+                "kind": d.kind,
+                "layer": d.layer.name.lower(),
+                "amount": d.amount,
+            }
             for d in quote.discounts
         ]
-        session.add(order)
-        await session.flush()
-        return order
+        if discounts:
+            await session.execute(insert(OrderDiscountRow), discounts)
+        return {
+            "id": order_id,
+            "customer_id": request.customer.id,
+            "quote_id": claims["qid"],
+            "status": OrderStatus.CREATED.value,
+            "currency": quote.currency,
+            "list_total": quote.list_total,
+            "discount_total": quote.discount_total,
+            "total": quote.total,
+            "refunded_total": 0,
+            "priced_at": now.isoformat(),
+            "created_at": now.isoformat(),
+            "lines": [
+                {
+                    "sku": row["sku"],
+                    "quantity": row["quantity"],
+                    "unit_price": row["unit_price"],
+                    "list_amount": row["list_amount"],
+                    "discount": row["discount"],
+                    "final_amount": row["final_amount"],
+                    "refunded_quantity": 0,
+                    "refunded_amount": 0,
+                    "allocations": [
+                        {"rule_id": d.rule_id, "rule_version": d.rule_version, "amount": d.amount}
+                        for d in line.discounts
+                    ],
+                }
+                for row, line in zip(rows, quote.lines, strict=True)
+            ],
+            "discounts": [
+                {key: d[key] for key in ("rule_id", "rule_version", "kind", "layer", "amount")}
+                for d in discounts
+            ],
+        }
 
     async def _redeem(
         self,
         session: AsyncSession,
-        order: Order,
+        order_id: str,
         request: QuoteRequest,
         priced: Priced,
         now: datetime,
@@ -414,12 +482,13 @@ class Checkout:
         """Record who used what; redeem coupons and count flash-sale units within the limits."""
         customer_id = request.customer.id
         lines = priced.quote.lines
+        redemptions = []
         for discount in priced.quote.discounts:
             units = sum(lines[i].quantity for i, part in enumerate(discount.allocations) if part)
             coupon_id = None
             if discount.kind == "coupon":
                 coupon_id = await self._redeem_coupon(
-                    session, customer_id, discount.rule_id, order, now
+                    session, customer_id, discount.rule_id, order_id, now
                 )
             elif discount.kind == "flash_sale":
                 spec = priced.ruleset.spec(discount.rule_id)
@@ -438,23 +507,25 @@ class Checkout:
                         "flash_sale_limit_reached",
                         f"the customer has bought the most units flash sale {spec.id!r} allows",
                     )
-            session.add(
-                Redemption(
-                    order_id=order.id,
-                    customer_id=customer_id,
-                    rule_id=discount.rule_id,
-                    rule_version=discount.rule_version,
-                    kind=discount.kind,
-                    units=units,
-                    amount=discount.amount,
-                    coupon_id=coupon_id,
-                    at=now,
-                )
+            redemptions.append(
+                {
+                    "order_id": order_id,
+                    "customer_id": customer_id,
+                    "rule_id": discount.rule_id,
+                    "rule_version": discount.rule_version,
+                    "kind": discount.kind,
+                    "units": units,
+                    "amount": discount.amount,
+                    "coupon_id": coupon_id,
+                    "at": now,
+                }
             )
+        if redemptions:
+            await session.execute(insert(Redemption), redemptions)
 
     @staticmethod
     async def _redeem_coupon(
-        session: AsyncSession, customer_id: str, campaign_id: str, order: Order, now: datetime
+        session: AsyncSession, customer_id: str, campaign_id: str, order_id: str, now: datetime
     ) -> str:
         candidates = await session.scalars(
             select(IssuedCoupon.id)
@@ -470,7 +541,7 @@ class Checkout:
             done = await session.execute(
                 update(IssuedCoupon)
                 .where(IssuedCoupon.id == coupon_id, IssuedCoupon.state == CouponState.ISSUED)
-                .values(state=CouponState.REDEEMED, redeemed_at=now, order_id=order.id)
+                .values(state=CouponState.REDEEMED, redeemed_at=now, order_id=order_id)
             )
             if done.rowcount == 1:  # type: ignore[attr-defined]
                 return coupon_id

@@ -155,17 +155,34 @@ class Quote(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         """The quote as plain JSON-ready data: objects for every record, layers by name."""
-        return _plain(self)  # type: ignore[no-any-return]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Layer):
-        return value.name.lower()
-    if hasattr(value, "_asdict"):
-        data = {k: _plain(v) for k, v in value._asdict().items()}
-        if isinstance(value, QuoteLine):
-            data["discount"] = value.discount
-        return data
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
+        return {
+            "currency": self.currency,
+            "lines": [
+                {
+                    "sku": line.sku,
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                    "list_amount": line.list_amount,
+                    "final_amount": line.final_amount,
+                    "discounts": [d._asdict() for d in line.discounts],
+                    "discount": line.list_amount - line.final_amount,
+                }
+                for line in self.lines
+            ],
+            "list_total": self.list_total,
+            "discount_total": self.discount_total,
+            "total": self.total,
+            "discounts": [
+                {
+                    "rule_id": d.rule_id,
+                    "rule_version": d.rule_version,
+                    "kind": d.kind,
+                    "layer": d.layer.name.lower(),
+                    "amount": d.amount,
+                    "allocations": list(d.allocations),
+                }
+                for d in self.discounts
+            ],
+            "trips": [t._asdict() for t in self.trips],
+            "explanation": [e._asdict() for e in self.explanation],
+        }

@@ -7,6 +7,7 @@ engine and plain ``BEGIN`` so they never wait for a writer. PostgreSQL uses one 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -116,6 +117,7 @@ class Database:
         else:
             engine = create_async_engine(target, echo=echo, pool_size=10, max_overflow=10)
             self._write_engine = self._read_engine = engine
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._writes = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
@@ -126,8 +128,18 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction: all of it is committed, or none of it."""
-        async with self._writes() as session, session.begin():
+        """A write transaction: all of it is committed, or none of it.
+
+        On SQLite the writes of one process queue on a lock before ``BEGIN IMMEDIATE``: SQLite
+        has one writer at a time anyway, and letting every pooled connection spin in the busy
+        handler starves some of them past the busy timeout ("database is locked") under load.
+        Only the processes then contend for the file lock.
+        """
+        if self._write_lock is None:
+            async with self._writes() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self._writes() as session, session.begin():
             yield session
 
     @asynccontextmanager

@@ -4,8 +4,9 @@ from promoguard import audit
 from promoguard.campaigns import models as campaigns
 from promoguard.coupons import models as coupons
 from promoguard.orders import models as orders
+from promoguard.security import models as security
 from promoguard.store.db import Base
 
-__all__ = ["audit", "campaigns", "coupons", "metadata", "orders"]
+__all__ = ["audit", "campaigns", "coupons", "metadata", "orders", "security"]
 
 metadata = Base.metadata
