@@ -1,4 +1,5 @@
-"""Shared pieces of the HTTP layer: problem+json, the services on ``app.state``, the actor."""
+"""Shared pieces of the HTTP layer: problem+json, the services on ``app.state``, the gate every
+route declares (:func:`allow`) and the acting key."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
 from promoguard.campaigns.live import LiveRules
 from promoguard.orders.service import Checkout
+from promoguard.security.context import Principal, current
+from promoguard.security.guard import Guard
+from promoguard.security.keys import Role
 from promoguard.settings import Settings
 from promoguard.store.db import Database
 
-__all__ = ["PROBLEMS", "Actor", "FieldError", "Problem", "Services", "Svc", "now"]
+__all__ = ["PROBLEMS", "Actor", "FieldError", "Problem", "Services", "Svc", "allow", "now"]
 
 
 class FieldError(BaseModel):
@@ -47,6 +51,10 @@ def _problem(description: str) -> dict[str, Any]:
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: _problem("The request breaks the protocol (a required header is missing)"),
+    401: _problem("No valid credentials: no key, a bad signature, a stale or replayed request"),
+    403: _problem("The key may not do this: wrong role or disallowed IP"),
+    429: _problem("Over a rate limit: see Retry-After and the RateLimit headers"),
+    503: _problem("A security store (nonces, rate limits) is unavailable: refused, try again"),
     404: _problem("Not found"),
     409: _problem("Conflicts with the current state"),
     422: _problem("Invalid input: see `errors` for the field paths"),
@@ -61,6 +69,7 @@ class Services:
     db: Database
     live: LiveRules
     checkout: Checkout
+    guard: Guard
 
 
 async def _services(request: Request) -> Services:
@@ -71,9 +80,26 @@ async def _services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(_services)]
 
 
-async def _actor(x_actor: Annotated[str | None, Header(max_length=128)] = None) -> str:
-    # Who is acting, for the audit log. API keys and roles (the security issue) replace this.
-    return x_actor or "anonymous"
+def allow(*roles: Role, route: str) -> Any:
+    """The dependency a route declares to admit keys of ``roles`` (admin keys always pass).
+
+    It authenticates, checks the IP allow-list, the role, the signature and the rate limits
+    (see :mod:`promoguard.security.guard`) before the route runs.
+    """
+    admitted = frozenset(roles)
+
+    async def gate(request: Request, svc: Svc) -> Principal:
+        return await svc.guard.check(request, roles=admitted, route=route)
+
+    gate.admitted_roles = admitted  # type: ignore[attr-defined]  # read by the route audit test
+    gate.route_name = route  # type: ignore[attr-defined]
+    return Depends(gate)
+
+
+async def _actor() -> str:
+    # The gate (a route-level dependency, solved before this one) has set who is calling.
+    principal = current.get()
+    return "anonymous" if principal is None else principal.key_id
 
 
 Actor = Annotated[str, Depends(_actor)]

@@ -28,6 +28,10 @@ from promoguard.errors import PromoguardError
 from promoguard.orders.routes import router as orders_router
 from promoguard.orders.service import Checkout
 from promoguard.promotions.engine import PricingPolicy
+from promoguard.security.guard import Guard
+from promoguard.security.nonces import DatabaseNonces, RedisNonces
+from promoguard.security.ratelimit import RateLimits
+from promoguard.security.routes import router as audit_router
 from promoguard.settings import Settings
 from promoguard.store.db import Database
 
@@ -131,7 +135,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secret=settings.secret_key,
             quote_ttl=timedelta(seconds=settings.quote_ttl_seconds),
         )
-        app.state.services = Services(settings=settings, db=db, live=live, checkout=checkout)
+        guard = Guard(
+            db=db,
+            master_secret=settings.secret_key,
+            nonces=RedisNonces(redis) if redis is not None else DatabaseNonces(db),
+            limits=RateLimits(settings.rate_limits, settings.redis_url),
+            signing_required=frozenset(settings.signing_required),
+            skew=timedelta(seconds=settings.clock_skew_seconds),
+            trusted_proxies=settings.trusted_proxies,
+        )
+        app.state.services = Services(
+            settings=settings, db=db, live=live, checkout=checkout, guard=guard
+        )
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, or full collections of these objects show up as 100+ ms pauses in p99 latency.
         gc.collect()
@@ -154,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(campaigns_router)
     app.include_router(orders_router)
     app.include_router(coupons_router)
+    app.include_router(audit_router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def health() -> dict[str, str]:

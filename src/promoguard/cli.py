@@ -328,14 +328,24 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes")] = 1,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS", exists=True)
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key for --tls-cert", exists=True)
+    ] = None,
 ) -> None:
     """Apply migrations, then serve the HTTP API (docs at /docs)."""
     import uvicorn  # noqa: PLC0415
 
     console, err = Console(), Console(stderr=True)
+    if (tls_cert is None) != (tls_key is None):
+        err.print("[red]error:[/] give both --tls-cert and --tls-key, or neither")
+        raise typer.Exit(EXIT_INVALID)
     settings = _settings(err)
     _upgrade(settings, console, err)
-    console.print(f"serving on http://{host}:{port} (docs at /docs) with {workers} worker(s)")
+    scheme = "https" if tls_cert else "http"
+    console.print(f"serving on {scheme}://{host}:{port} (docs at /docs) with {workers} worker(s)")
     uvicorn.run(
         "promoguard.app:create_app",
         factory=True,
@@ -343,6 +353,8 @@ def serve(
         port=port,
         workers=workers,
         log_level="warning",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
     )
 
 

@@ -8,6 +8,7 @@ afterwards. Where PostgreSQL is not running the PostgreSQL half is skipped with 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,8 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from promoguard.app import create_app
+from promoguard.security.keys import Role, create_key
+from promoguard.security.signing import PromoguardAuth
 from promoguard.settings import Settings
 from promoguard.store import migrate
+from promoguard.store.db import Database
 
 POSTGRES_URL = os.environ.get(
     "PROMOGUARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -73,9 +77,41 @@ def settings(database_url: str) -> Settings:
     )
 
 
+def make_key(settings: Settings, role: str, **options: Any) -> tuple[str, str]:
+    """Create an API key in the test database; returns (key id, secret)."""
+
+    async def create() -> tuple[str, str]:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                key, secret = await create_key(
+                    session,
+                    master=settings.secret_key,
+                    role=Role(role),
+                    created_by="test",
+                    **options,
+                )
+                return key.id, secret
+        finally:
+            await db.dispose()
+
+    return asyncio.run(create())
+
+
+def signed_client(settings: Settings, role: str = "admin", **options: Any) -> TestClient:
+    """A client (not yet started) whose every request is signed with a new key of ``role``."""
+    client_address = options.pop("client", ("127.0.0.1", 50000))
+    key_id, secret = make_key(settings, role, **options)
+    test_client = TestClient(create_app(settings), client=client_address)
+    test_client.auth = PromoguardAuth(key_id, secret)
+    test_client.key_id = key_id  # type: ignore[attr-defined]
+    return test_client
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    """The service, called with an admin key (every route admits it)."""
+    with signed_client(settings) as test_client:
         yield test_client
 
 

@@ -19,9 +19,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tests.service.conftest import make_key
 from tests.service.helpers import coupon_spec, line, live, quote, spec
 
 from promoguard.app import create_app
+from promoguard.security.signing import PromoguardAuth
 from promoguard.settings import Settings
 from promoguard.store.db import sync_url
 
@@ -66,12 +68,15 @@ def _post(client: TestClient, call: Call) -> Outcome:
     }
 
 
-def _fire(app: Settings | FastAPI, calls: list[Call], barrier: Any) -> list[Outcome]:
-    """One worker: its own app and client; wait for the others, then fire the calls, up to
-    ``IN_FLIGHT`` at once through this worker's app and pool."""
+def _fire(
+    app: Settings | FastAPI, calls: list[Call], barrier: Any, key: tuple[str, str]
+) -> list[Outcome]:
+    """One worker: its own app and client (signing with ``key``); wait for the others, then
+    fire the calls, up to ``IN_FLIGHT`` at once through this worker's app and pool."""
     if isinstance(app, Settings):
         app = create_app(app)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as client:
+        client.auth = PromoguardAuth(*key)
         client.get("/v1/coupons/templates")  # open the pool and load the live rules first
         barrier.wait(BARRIER_TIMEOUT)
         with ThreadPoolExecutor(max(1, min(len(calls), IN_FLIGHT))) as pool:
@@ -90,7 +95,8 @@ def in_processes() -> Iterator[Runner]:
         def run(settings: Settings, batches: list[list[Call]]) -> list[Outcome]:
             assert len(batches) <= WORKERS, "every batch needs its own process at the barrier"
             barrier = manager.Barrier(len(batches))
-            futures = [pool.submit(_fire, settings, batch, barrier) for batch in batches]
+            key = make_key(settings, "admin")
+            futures = [pool.submit(_fire, settings, batch, barrier, key) for batch in batches]
             return [outcome for future in futures for outcome in future.result()]
 
         yield run
@@ -104,9 +110,10 @@ def in_threads() -> Runner:
     def run(settings: Settings, batches: list[list[Call]]) -> list[Outcome]:
         apps = [create_app(settings) for _ in batches]
         barrier = threading.Barrier(len(batches))
+        key = make_key(settings, "admin")
         with ThreadPoolExecutor(len(batches)) as pool:
             futures = [
-                pool.submit(_fire, a, b, barrier) for a, b in zip(apps, batches, strict=True)
+                pool.submit(_fire, a, b, barrier, key) for a, b in zip(apps, batches, strict=True)
             ]
             return [outcome for future in futures for outcome in future.result()]
 

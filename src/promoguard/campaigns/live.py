@@ -79,7 +79,11 @@ class LiveRules:
         if self._redis is None or self._listener is not None:
             return
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(CHANNEL)
+        try:
+            await pubsub.subscribe(CHANNEL)
+        except Exception:  # Redis down at start: polling the stamp still finds every change
+            log.warning("cannot subscribe to %s; relying on the stamp", CHANNEL, exc_info=True)
+            return
         self._listener = asyncio.create_task(self._listen(pubsub))
 
     async def _listen(self, pubsub: object) -> None:

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from promoguard.api import PROBLEMS, Actor, Svc
+from promoguard.api import PROBLEMS, Actor, Svc, allow
 from promoguard.campaigns import service
 from promoguard.campaigns.models import Campaign, CampaignStatus, CampaignVersion
+from promoguard.security.keys import Role
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=PROBLEMS)
 
@@ -89,7 +90,12 @@ def _version_out(version: CampaignVersion) -> VersionOut:
     return VersionOut.model_validate(version, from_attributes=True)
 
 
-@router.post("", status_code=201, summary="Create a campaign (draft, version 1)")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a campaign (draft, version 1)",
+    dependencies=[allow(Role.OPERATOR, route="campaign_create")],
+)
 async def create(body: CampaignIn, svc: Svc, actor: Actor) -> CampaignOut:
     async with svc.db.write() as session:
         campaign, _ = await service.create_campaign(
@@ -98,7 +104,11 @@ async def create(body: CampaignIn, svc: Svc, actor: Actor) -> CampaignOut:
         return _out(campaign)
 
 
-@router.get("", summary="List campaigns")
+@router.get(
+    "",
+    summary="List campaigns",
+    dependencies=[allow(Role.OPERATOR, Role.APPROVER, Role.AUDITOR, route="campaign_list")],
+)
 async def list_(
     svc: Svc,
     status: CampaignStatus | None = None,
@@ -113,20 +123,32 @@ async def list_(
         return CampaignPage(items=[_out(c) for c in rows], total=total)
 
 
-@router.get("/{campaign_id}", summary="Read a campaign")
+@router.get(
+    "/{campaign_id}",
+    summary="Read a campaign",
+    dependencies=[allow(Role.OPERATOR, Role.APPROVER, Role.AUDITOR, route="campaign_read")],
+)
 async def read(campaign_id: str, svc: Svc) -> CampaignOut:
     async with svc.db.read() as session:
         return _out(await service.get_campaign(session, campaign_id=campaign_id))
 
 
-@router.get("/{campaign_id}/versions", summary="Every version of a campaign")
+@router.get(
+    "/{campaign_id}/versions",
+    summary="Every version of a campaign",
+    dependencies=[allow(Role.OPERATOR, Role.APPROVER, Role.AUDITOR, route="campaign_versions")],
+)
 async def versions(campaign_id: str, svc: Svc) -> list[VersionOut]:
     async with svc.db.read() as session:
         rows = await service.list_versions(session, campaign_id=campaign_id)
         return [_version_out(v) for v in rows]
 
 
-@router.get("/{campaign_id}/versions/{version}", summary="Read one version")
+@router.get(
+    "/{campaign_id}/versions/{version}",
+    summary="Read one version",
+    dependencies=[allow(Role.OPERATOR, Role.APPROVER, Role.AUDITOR, route="campaign_version_read")],
+)
 async def read_version(
     campaign_id: str, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], svc: Svc
 ) -> VersionOut:
@@ -135,7 +157,12 @@ async def read_version(
         return _version_out(row)
 
 
-@router.post("/{campaign_id}/versions", status_code=201, summary="Add a new version (draft)")
+@router.post(
+    "/{campaign_id}/versions",
+    status_code=201,
+    summary="Add a new version (draft)",
+    dependencies=[allow(Role.OPERATOR, route="campaign_version_add")],
+)
 async def add_version(campaign_id: str, body: VersionIn, svc: Svc, actor: Actor) -> VersionOut:
     async with svc.db.write() as session:
         row = await service.new_version(
@@ -144,7 +171,11 @@ async def add_version(campaign_id: str, body: VersionIn, svc: Svc, actor: Actor)
         return _version_out(row)
 
 
-@router.post("/{campaign_id}/activate", summary="Make a version live (rollback: an older one)")
+@router.post(
+    "/{campaign_id}/activate",
+    summary="Make a version live (rollback: an older one)",
+    dependencies=[allow(Role.OPERATOR, route="campaign_activate")],
+)
 async def activate(campaign_id: str, body: ActivateIn, svc: Svc, actor: Actor) -> CampaignOut:
     async with svc.db.write() as session:
         campaign = await service.activate(
@@ -155,7 +186,11 @@ async def activate(campaign_id: str, body: ActivateIn, svc: Svc, actor: Actor) -
     return out
 
 
-@router.post("/{campaign_id}/pause", summary="Stop pricing with a campaign now")
+@router.post(
+    "/{campaign_id}/pause",
+    summary="Stop pricing with a campaign now",
+    dependencies=[allow(Role.OPERATOR, route="campaign_pause")],
+)
 async def pause(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> CampaignOut:
     async with svc.db.write() as session:
         out = _out(
@@ -165,7 +200,11 @@ async def pause(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> Cam
     return out
 
 
-@router.post("/{campaign_id}/end", summary="End a campaign for good")
+@router.post(
+    "/{campaign_id}/end",
+    summary="End a campaign for good",
+    dependencies=[allow(Role.OPERATOR, route="campaign_end")],
+)
 async def end(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> CampaignOut:
     async with svc.db.write() as session:
         out = _out(

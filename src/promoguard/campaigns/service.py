@@ -209,6 +209,7 @@ async def activate(
             "invalid_transition", f"version {number} is {target.state}; it cannot go live"
         )
     previous = campaign.live_version
+    before = {"status": campaign.status, "live_version": previous}
     if previous is not None and previous != number:
         old = await get_version(session, campaign_id=campaign_id, version=previous)
         old.state = VersionState.SUPERSEDED
@@ -225,7 +226,11 @@ async def activate(
         action="campaign.activated",
         subject_type="campaign",
         subject_id=campaign_id,
-        detail={"version": number, "previous": previous},
+        detail={
+            "version": number,
+            "before": before,
+            "after": {"status": campaign.status, "live_version": number},
+        },
     )
     return campaign
 
@@ -238,6 +243,7 @@ async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: 
             "invalid_transition", f"campaign {campaign_id!r} is {campaign.status}, not live"
         )
     live = await get_version(session, campaign_id=campaign_id, version=campaign.live_version)
+    before = {"status": campaign.status, "version_state": live.state}
     live.state = VersionState.PAUSED
     campaign.status = CampaignStatus.PAUSED
     campaign.updated_at = utcnow()
@@ -248,7 +254,12 @@ async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: 
         action="campaign.paused",
         subject_type="campaign",
         subject_id=campaign_id,
-        detail={"version": campaign.live_version, "reason": reason},
+        detail={
+            "version": campaign.live_version,
+            "reason": reason,
+            "before": before,
+            "after": {"status": campaign.status, "version_state": live.state},
+        },
     )
     return campaign
 
@@ -258,6 +269,7 @@ async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: st
     campaign = await get_campaign(session, campaign_id=campaign_id)
     if campaign.status == CampaignStatus.ENDED:
         raise ConflictError("invalid_transition", f"campaign {campaign_id!r} has already ended")
+    before = {"status": campaign.status}
     if campaign.live_version is not None:
         live = await get_version(session, campaign_id=campaign_id, version=campaign.live_version)
         live.state = VersionState.ENDED
@@ -270,7 +282,12 @@ async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: st
         action="campaign.ended",
         subject_type="campaign",
         subject_id=campaign_id,
-        detail={"version": campaign.live_version, "reason": reason},
+        detail={
+            "version": campaign.live_version,
+            "reason": reason,
+            "before": before,
+            "after": {"status": campaign.status},
+        },
     )
     return campaign
 

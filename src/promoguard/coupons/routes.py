@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from promoguard.api import PROBLEMS, Svc, now
+from promoguard.api import PROBLEMS, Svc, allow, now
 from promoguard.coupons import service
 from promoguard.coupons.models import CouponState, IssuedCoupon
+from promoguard.security.keys import Role
 
 router = APIRouter(tags=["coupons"], responses=PROBLEMS)
 
@@ -57,7 +58,11 @@ def _coupon(row: IssuedCoupon) -> CouponOut:
     return CouponOut.model_validate(row, from_attributes=True)
 
 
-@router.get("/v1/coupons/templates", summary="Live coupon templates and what is left of each")
+@router.get(
+    "/v1/coupons/templates",
+    summary="Live coupon templates and what is left of each",
+    dependencies=[allow(Role.STOREFRONT, Role.OPERATOR, Role.AUDITOR, route="coupon_templates")],
+)
 async def templates(svc: Svc) -> list[TemplateOut]:
     async with svc.db.read() as session:
         found = await service.list_templates(session)
@@ -79,8 +84,14 @@ async def templates(svc: Svc) -> list[TemplateOut]:
     ]
 
 
-@router.post("/v1/coupons/{template}/claims", status_code=201, summary="Claim a coupon")
+@router.post(
+    "/v1/coupons/{template}/claims",
+    status_code=201,
+    summary="Claim a coupon",
+    dependencies=[allow(Role.STOREFRONT, route="coupon_claim")],
+)
 async def claim(template: Id, body: ClaimIn, svc: Svc) -> CouponOut:
+    await svc.guard.limits.hit("coupon_claim", {"customer": body.customer_id})
     async with svc.db.write() as session:
         row = await service.claim(
             session, campaign_id=template, customer_id=body.customer_id, now=now()
@@ -88,7 +99,11 @@ async def claim(template: Id, body: ClaimIn, svc: Svc) -> CouponOut:
         return _coupon(row)
 
 
-@router.get("/v1/customers/{customer_id}/coupons", summary="A customer's wallet")
+@router.get(
+    "/v1/customers/{customer_id}/coupons",
+    summary="A customer's wallet",
+    dependencies=[allow(Role.STOREFRONT, Role.OPERATOR, Role.AUDITOR, route="wallet")],
+)
 async def wallet(customer_id: Id, svc: Svc, state: CouponState | None = None) -> list[CouponOut]:
     async with svc.db.read() as session:
         rows = await service.wallet(session, customer_id=customer_id, state=state)

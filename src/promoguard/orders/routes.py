@@ -7,10 +7,11 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Path, Request, Response
 
-from promoguard.api import PROBLEMS, Svc, now
+from promoguard.api import PROBLEMS, Svc, allow, now
 from promoguard.errors import BadRequestError
 from promoguard.orders.schemas import OrderEventIn, OrderIn, QuoteRequest
 from promoguard.orders.service import request_hash
+from promoguard.security.keys import Role
 
 router = APIRouter(tags=["checkout"], responses=PROBLEMS)
 
@@ -26,8 +27,10 @@ Id = Annotated[str, Path(min_length=1, max_length=64)]
     "/v1/quotes",
     response_model=dict[str, Any],
     summary="Price a cart under the live rules; returns a signed token",
+    dependencies=[allow(Role.STOREFRONT, route="quote")],
 )
 async def create_quote(body: QuoteRequest, svc: Svc) -> Response:
+    await svc.guard.limits.hit("quote", {"customer": body.customer.id})
     # Returned as ready JSON: the hot path skips FastAPI's generic serialisation of a dict.
     return _json(await svc.checkout.quote(body, now()))
 
@@ -37,6 +40,7 @@ async def create_quote(body: QuoteRequest, svc: Svc) -> Response:
     status_code=201,
     response_model=dict[str, Any],
     summary="Commit a quote token into an order",
+    dependencies=[allow(Role.STOREFRONT, route="order_create")],
 )
 async def create_order(
     body: OrderIn,
@@ -64,11 +68,19 @@ async def create_order(
     return answer
 
 
-@router.get("/v1/orders/{order_id}", summary="Read an order with its allocations")
+@router.get(
+    "/v1/orders/{order_id}",
+    summary="Read an order with its allocations",
+    dependencies=[allow(Role.STOREFRONT, Role.OPERATOR, Role.AUDITOR, route="order_read")],
+)
 async def read_order(order_id: Id, svc: Svc) -> dict[str, Any]:
     return await svc.checkout.get_order(order_id)
 
 
-@router.post("/v1/orders/{order_id}/events", summary="Paid, shipped, cancelled or refunded")
+@router.post(
+    "/v1/orders/{order_id}/events",
+    summary="Paid, shipped, cancelled or refunded",
+    dependencies=[allow(Role.STOREFRONT, route="order_event")],
+)
 async def order_event(order_id: Id, body: OrderEventIn, svc: Svc) -> dict[str, Any]:
     return await svc.checkout.apply_event(order_id, body, now())

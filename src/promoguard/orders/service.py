@@ -577,6 +577,7 @@ class Checkout:
         at = event.at or now
         async with self._db.write() as session:
             order = await self._load(session, order_id)
+            before = {"status": order.status, "refunded_total": order.refunded_total}
             amount = await _EVENTS[event.type](session, order, event)
             order.updated_at = at
             session.add(
@@ -594,7 +595,12 @@ class Checkout:
                 action=f"order.{event.type}",
                 subject_type="order",
                 subject_id=order.id,
-                detail={"amount": amount, "reason": event.reason},
+                detail={
+                    "amount": amount,
+                    "reason": event.reason,
+                    "before": before,
+                    "after": {"status": order.status, "refunded_total": order.refunded_total},
+                },
             )
             await session.flush()
             return order_view(order)

@@ -153,7 +153,7 @@ class Guard:
         else:
             self._verify_bearer(key, bearer)
             nonce = None
-        await self.limits.hit(route, {"key": key.id, "ip": ip})
+        await self.limits.hit(route, {"key": key.id, "ip": ip, "route": route})
         if nonce is not None:
             now = datetime.now(UTC)
             if not await self._nonces.first_use(key.id, nonce, now, self._skew * 2):

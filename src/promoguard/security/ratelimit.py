@@ -56,10 +56,12 @@ class RateLimits:
     async def hit(self, route: str, subjects: dict[str, str]) -> None:
         """Count one request against every limit for ``route``; raise if any is exhausted.
 
-        ``subjects`` maps scopes to who is calling (``{"key": "pk_..", "ip": "203.0.113.9"}``).
+        ``subjects`` maps scopes to who is calling (``{"key": "pk_..", "ip": "203.0.113.9"}``);
+        only the limits of those scopes are counted (``"route": <route>`` counts the route's
+        shared budget), so a route can add its ``customer`` limit in a second call.
         """
         for scope, item in self.rules.get(route, []) + self.rules.get("*", []):
-            who = route if scope == "route" else subjects.get(scope)
+            who = subjects.get(scope)
             if who is None:
                 continue
             namespace = (route if route in self.rules else "*", scope, who)
