@@ -32,7 +32,7 @@ class CustomerFacts(_In):
 
     id: Label
     member_tier: Label | None = None
-    first_order: bool = False
+    first_order: bool = Field(default=False, strict=True)
     groups: list[Label] = Field(default_factory=list, max_length=50)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promoguard.money import format_minor
 from promoguard.promotions.rules import Layer
@@ -42,9 +42,20 @@ class CartLine(_Input):
     sku: Label
     category: Label
     tags: frozenset[Label] = frozenset()
-    unit_price: int = Field(ge=0, le=10**12, description="list unit price in minor units")
-    quantity: int = Field(ge=1, le=10_000)
-    floor_price: int | None = Field(default=None, ge=0, le=10**12)
+    # Strict: money and counts are JSON integers, never true/false or "12" coerced into one.
+    unit_price: int = Field(
+        ge=0, le=10**12, strict=True, description="list unit price in minor units"
+    )
+    quantity: int = Field(ge=1, le=10_000, strict=True)
+    floor_price: int | None = Field(default=None, ge=0, le=10**12, strict=True)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_once_each(cls, value: Any) -> Any:
+        strings = isinstance(value, list | tuple) and all(isinstance(t, str) for t in value)
+        if strings and len(set(value)) != len(value):
+            raise ValueError("each tag once: the list has duplicates")
+        return value  # anything else is for the field's own validation to refuse
 
 
 class Cart(_Input):
