@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,48 +128,74 @@ def _quote_view(
     }
 
 
-def order_view(order: Order) -> dict[str, Any]:
-    """An order as the API shows it, every line with its allocations."""
+_ORDER_FIELDS = (
+    "id",
+    "customer_id",
+    "quote_id",
+    "status",
+    "currency",
+    "list_total",
+    "discount_total",
+    "total",
+    "refunded_total",
+)
+_LINE_FIELDS = (
+    "sku",
+    "quantity",
+    "unit_price",
+    "list_amount",
+    "discount",
+    "final_amount",
+    "refunded_quantity",
+    "refunded_amount",
+)
+_DISCOUNT_FIELDS = ("rule_id", "rule_version", "kind", "layer", "amount")
+
+Allocation = tuple[str, int, int]
+"""(rule id, rule version, amount) of one line's share of one discount."""
+
+
+def _view(
+    head: dict[str, Any],
+    lines: Iterable[tuple[dict[str, Any], list[Allocation]]],
+    discounts: Iterable[dict[str, Any]],
+) -> dict[str, Any]:
+    """The API's order shape, from plain rows (as written, or as read back)."""
     return {
-        "id": order.id,
-        "customer_id": order.customer_id,
-        "quote_id": order.quote_id,
-        "status": order.status,
-        "currency": order.currency,
-        "list_total": order.list_total,
-        "discount_total": order.discount_total,
-        "total": order.total,
-        "refunded_total": order.refunded_total,
-        "priced_at": order.priced_at.isoformat(),
-        "created_at": order.created_at.isoformat(),
+        **{field: head[field] for field in _ORDER_FIELDS},
+        "priced_at": head["priced_at"].isoformat(),
+        "created_at": head["created_at"].isoformat(),
         "lines": [
             {
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-                "list_amount": line.list_amount,
-                "discount": line.discount,
-                "final_amount": line.final_amount,
-                "refunded_quantity": line.refunded_quantity,
-                "refunded_amount": line.refunded_amount,
+                **{field: line[field] for field in _LINE_FIELDS},
                 "allocations": [
-                    {"rule_id": a.rule_id, "rule_version": a.rule_version, "amount": a.amount}
-                    for a in line.allocations
+                    {"rule_id": rule_id, "rule_version": version, "amount": amount}
+                    for rule_id, version, amount in allocations
                 ],
             }
+            for line, allocations in lines
+        ],
+        "discounts": [{field: d[field] for field in _DISCOUNT_FIELDS} for d in discounts],
+    }
+
+
+def _fields(row: object, names: Iterable[str]) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in names}
+
+
+def order_view(order: Order) -> dict[str, Any]:
+    """An order as the API shows it, every line with its allocations."""
+    return _view(
+        _fields(order, (*_ORDER_FIELDS, "priced_at", "created_at")),
+        [
+            (
+                _fields(line, _LINE_FIELDS),
+                [(a.rule_id, a.rule_version, a.amount) for a in line.allocations],
+            )
             for line in order.lines
         ],
-        "discounts": [
-            {
-                "rule_id": d.rule_id,
-                "rule_version": d.rule_version,
-                "kind": d.kind,
-                "layer": d.layer,
-                "amount": d.amount,
-            }
-            for d in order.discounts
-        ],
-    }
+        [_fields(d, _DISCOUNT_FIELDS) for d in order.discounts],
+    )
 
 
 class Checkout:
@@ -368,24 +395,23 @@ class Checkout:
                 quote=quote.as_dict(),
             )
         )
-        await session.execute(
-            insert(Order).values(
-                id=order_id,
-                customer_id=request.customer.id,
-                quote_id=claims["qid"],
-                status=OrderStatus.CREATED,
-                currency=quote.currency,
-                list_total=quote.list_total,
-                discount_total=quote.discount_total,
-                total=quote.total,
-                refunded_total=0,
-                priced_at=now,
-                created_at=now,
-                updated_at=now,
-                customer_facts=request.customer.model_dump(mode="json")
-                | {"coupons": sorted(priced.customer.coupons)},
-            )
-        )
+        head = {
+            "id": order_id,
+            "customer_id": request.customer.id,
+            "quote_id": claims["qid"],
+            "status": OrderStatus.CREATED.value,
+            "currency": quote.currency,
+            "list_total": quote.list_total,
+            "discount_total": quote.discount_total,
+            "total": quote.total,
+            "refunded_total": 0,
+            "priced_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "customer_facts": request.customer.model_dump(mode="json")
+            | {"coupons": sorted(priced.customer.coupons)},
+        }
+        await session.execute(insert(Order).values(**head))
         rows = [
             {
                 "order_id": order_id,
@@ -436,40 +462,10 @@ class Checkout:
         ]
         if discounts:
             await session.execute(insert(OrderDiscountRow), discounts)
-        return {
-            "id": order_id,
-            "customer_id": request.customer.id,
-            "quote_id": claims["qid"],
-            "status": OrderStatus.CREATED.value,
-            "currency": quote.currency,
-            "list_total": quote.list_total,
-            "discount_total": quote.discount_total,
-            "total": quote.total,
-            "refunded_total": 0,
-            "priced_at": now.isoformat(),
-            "created_at": now.isoformat(),
-            "lines": [
-                {
-                    "sku": row["sku"],
-                    "quantity": row["quantity"],
-                    "unit_price": row["unit_price"],
-                    "list_amount": row["list_amount"],
-                    "discount": row["discount"],
-                    "final_amount": row["final_amount"],
-                    "refunded_quantity": 0,
-                    "refunded_amount": 0,
-                    "allocations": [
-                        {"rule_id": d.rule_id, "rule_version": d.rule_version, "amount": d.amount}
-                        for d in line.discounts
-                    ],
-                }
-                for row, line in zip(rows, quote.lines, strict=True)
-            ],
-            "discounts": [
-                {key: d[key] for key in ("rule_id", "rule_version", "kind", "layer", "amount")}
-                for d in discounts
-            ],
-        }
+        shares = [
+            [(d.rule_id, d.rule_version, d.amount) for d in ln.discounts] for ln in quote.lines
+        ]
+        return _view(head, zip(rows, shares, strict=True), discounts)
 
     async def _redeem(
         self,

@@ -65,19 +65,11 @@ def client_ip(
     """
     peer = request.client.host if request.client else "0.0.0.0"
     proxies = tuple(trusted_proxies)
-
-    def trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in proxies)
-
-    if not proxies or not trusted(peer):
+    if not proxies or not _in_networks(peer, proxies):
         return peer
     chain = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
     for address in reversed(chain):
-        if not trusted(address):
+        if not _in_networks(address, proxies):
             return address
     return peer
 
@@ -136,7 +128,7 @@ class Guard:
         if key is None or key.revoked:
             raise UnauthorizedError("unknown_key", f"no active API key {key_id!r}")
         ip = client_ip(request, self._proxies)
-        if key.networks and not _allowed(ip, key.networks):
+        if key.networks and not _in_networks(ip, key.networks):
             raise ForbiddenError("ip_not_allowed", f"key {key.id} may not call from {ip}")
         if key.role != Role.ADMIN and key.role not in roles:
             raise ForbiddenError(
@@ -225,9 +217,12 @@ class Guard:
         return nonce
 
 
-def _allowed(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+def _in_networks(
+    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    """Whether ``address`` is an IP inside one of ``networks`` (not an IP: no)."""
     try:
-        address = ipaddress.ip_address(ip)
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(address in net for net in networks)
+    return any(ip in net for net in networks)
