@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import ssl
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.serving import serving
 
 
 @pytest.mark.skipif(
@@ -42,39 +39,13 @@ def test_serve_speaks_https_with_the_given_certificate(tmp_path: Path):
         check=True,
         capture_output=True,
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PROMOGUARD_DATABASE_URL": f"sqlite:///{tmp_path / 'tls.db'}"}
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("promoguard")),
-            "serve",
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     trust = ssl.create_default_context(cafile=str(cert))
-    try:
-        response = None
-        for _ in range(100):
-            try:
-                response = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trust, timeout=2)
-                break
-            except httpx.ConnectError:
-                time.sleep(0.1)
-        assert response is not None, "the HTTPS server did not come up"
-        assert response.status_code == 200
-        assert response.json()["status"] == "ok"
-        with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)  # plain HTTP is not served
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    env = {"PROMOGUARD_DATABASE_URL": f"sqlite:///{tmp_path / 'tls.db'}"}
+
+    with serving(env, "--tls-cert", str(cert), "--tls-key", str(key), trust=trust) as base:
+        response = httpx.get(f"{base}/healthz", verify=trust, timeout=2)
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not served
+            httpx.get(base.replace("https://", "http://") + "/healthz", timeout=2)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +14,7 @@ import httpx
 import pytest
 from tests.service.conftest import SECRET, make_key, signed_client
 from tests.service.helpers import coupon_spec, live
+from tests.serving import serving
 
 from promoguard.security.signing import PromoguardAuth
 from promoguard.settings import Settings
@@ -28,64 +24,28 @@ N = 5
 WORKERS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Settings, list[str]]]:
     """Two ``promoguard serve`` processes on one SQLite file and one Redis."""
     url = f"sqlite:///{tmp_path / 'shop.db'}"
-    limits = json.dumps({"coupon_claim": {"customer": f"{N}/minute"}})
+    limits = {"coupon_claim": {"customer": f"{N}/minute"}}
     settings = Settings(
         database_url=url,
         secret_key=SECRET,
         environment="test",
         redis_url=redis_url,
-        rate_limits={"coupon_claim": {"customer": f"{N}/minute"}},
+        rate_limits=limits,
     )
     migrate.upgrade(url)
     env = {
-        **os.environ,
         "PROMOGUARD_DATABASE_URL": url,
         "PROMOGUARD_SECRET_KEY": SECRET,
         "PROMOGUARD_ENVIRONMENT": "test",
         "PROMOGUARD_REDIS_URL": redis_url,
-        "PROMOGUARD_RATE_LIMITS": limits,
+        "PROMOGUARD_RATE_LIMITS": json.dumps(limits),
     }
-    ports = [_free_port() for _ in range(WORKERS)]
-    procs = [
-        subprocess.Popen(
-            [str(Path(sys.executable).with_name("promoguard")), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for port in ports
-    ]
-    bases = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        for base, proc in zip(bases, procs, strict=True):
-            for _ in range(200):
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-                    )
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            else:
-                raise RuntimeError(f"{base} did not come up")
-        yield settings, bases
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=20)
+    with serving(env) as one, serving(env) as two:
+        yield settings, [one, two]
 
 
 def test_of_ten_times_n_concurrent_claims_exactly_n_pass_across_workers(servers):
