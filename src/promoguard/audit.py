@@ -61,7 +61,7 @@ def record(
     caller = current.get()
     session.add(
         AuditEntry(
-            actor=actor if caller is None or actor != "anonymous" else caller.key_id,
+            actor=actor,
             action=action,
             subject_type=subject_type,
             subject_id=subject_id,

@@ -42,7 +42,7 @@ def line(sku: str, unit_price: int, quantity: int = 1, **fields: Any) -> dict[st
 
 def live(client: TestClient, rule: dict[str, Any]) -> dict[str, Any]:
     """Create a campaign and make it live."""
-    created = client.post("/v1/campaigns", json={"spec": rule}, headers={"X-Actor": "ops"})
+    created = client.post("/v1/campaigns", json={"spec": rule})
     assert created.status_code == 201, created.text
     activated = client.post(f"/v1/campaigns/{rule['id']}/activate", json={})
     assert activated.status_code == 200, activated.text
