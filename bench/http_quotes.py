@@ -1,20 +1,50 @@
-"""HTTP API speed: ``POST /v1/quotes`` and ``POST /v1/orders`` through ``promoguard serve``.
+"""HTTP API speed: ``POST /v1/quotes`` and ``POST /v1/orders`` through ``promoguard serve``,
+and what authentication costs: signed requests against bearer-key requests.
 
-For each backend (SQLite in a temporary file; PostgreSQL in a fresh schema of the ``test``
-database, created before and dropped after, so other users of that database never see it):
+Every ``/v1`` route needs an API key. For each backend (SQLite in a temporary file; PostgreSQL in
+a fresh schema of the ``test`` database, created before and dropped after, so other users of that
+database never see it) the bench:
 
-1. start ``promoguard serve --workers N`` (migrations, then uvicorn) in its own process group and
-   poll ``/healthz`` until it answers;
-2. seed a realistic set of live campaigns through the API (``POST /v1/campaigns`` then
-   ``/activate``): a store-wide 每满 threshold, category thresholds, SKU special prices and a
-   member price;
-3. warm up, then drive ``POST /v1/quotes`` for ``--duration`` seconds with ``--concurrency``
+1. creates two keys with ``promoguard keys create`` (which migrates the database first): an
+   ``operator`` key to seed campaigns and a ``storefront`` key for quotes and orders. The CLI and
+   every server get the same ``PROMOGUARD_SECRET_KEY`` and ``PROMOGUARD_DATABASE_URL`` (any other
+   ``PROMOGUARD_*`` variable inherited from the shell is dropped, so the configuration is the
+   bench's), and the bench checks each printed secret is the one that server secret derives;
+2. for each authentication mode, in this order (``--auth`` picks one):
+
+   * ``unsigned``, the baseline: the server runs with ``PROMOGUARD_SIGNING_REQUIRED='[]'`` and
+     ``PROMOGUARD_RATE_LIMITS='{}'``, and the storefront calls with
+     ``Authorization: Bearer <key id>.<secret>`` (key lookup and a SHA-256 of the secret only);
+   * ``signed``, the production defaults: every role must sign (HMAC over the canonical string,
+     timestamp within the skew, body digest, a nonce recorded once) and the default rate limits
+     count every request;
+
+   it starts ``promoguard serve --workers N`` (migrations, then uvicorn) in its own process group
+   and polls ``/healthz`` until it answers; the first server seeds a realistic set of live
+   campaigns through the API (``POST /v1/campaigns`` then ``/activate``, signed with the operator
+   key): a store-wide 每满 threshold, category thresholds, SKU special prices and a member price;
+3. warms up, then drives ``POST /v1/quotes`` for ``--duration`` seconds with ``--concurrency``
    requests in flight, one keep-alive connection each, from this process (a separate process
    from the server's);
-4. keep the quote tokens the quote phase got back (topping them up if there are too few), warm
-   the order path up, then drive ``POST /v1/orders`` for ``--duration`` seconds, each order with
-   its own fresh quote token and a unique ``Idempotency-Key``;
-5. terminate the server's whole process group, whatever happened.
+4. on the last server only (the signed one by default; ``--skip-orders`` skips this): keeps the
+   quote tokens the quote phase got back (topping them up if there are too few), warms the order
+   path up, then drives ``POST /v1/orders`` for ``--duration`` seconds, each order with its own
+   fresh quote token and a unique ``Idempotency-Key``;
+5. terminates each server's whole process group, whatever happened.
+
+Signing costs the client CPU too (SHA-256 of the body, an HMAC, a fresh random nonce), and on a
+small machine the load generator shares the cores with the server. So the requests of a timed
+signed phase are signed before it starts (for quotes, twice the warm-up's rate plus 500 per
+second of the phase, at most ``--presign-rate``; for orders, one per quote token held), each
+with its own nonce, their timestamps well inside the server's 300 s skew for any phase shorter
+than ``PRESIGN_MAX_AGE``; the phase only sends them. Should they run out, or grow too old, the
+rest are signed as they are sent and the count shows in the table (``signed live``). Warm-ups
+and token top-ups are signed as they go.
+
+The signing overhead is ``1 - signed quotes/s / unsigned quotes/s`` (target: at most 15 %). The
+server's CPU time per request is steadier than requests/s on a shared machine, so its increase is
+reported next to it; ``--rounds N`` alternates fresh unsigned and signed servers N times and
+pools each mode's rounds, so a neighbour's burst of CPU does not land on one mode only.
 
 Any response that is not 2xx (or a transport failure, or a quote priced under a different rules
 stamp than the one seeded) is an error: counted, and the first few bodies are printed. Latency is
@@ -38,11 +68,18 @@ Usage::
 
     python bench/http_quotes.py                          # both backends, 15 s per phase
     python bench/http_quotes.py --duration 10 --backend sqlite
+    python bench/http_quotes.py --backend sqlite --skip-orders      # the signing overhead only
+    python bench/http_quotes.py --backend sqlite --skip-orders --rounds 3
+    python bench/http_quotes.py --auth signed            # production settings only
+    python bench/http_quotes.py --server-env PROMOGUARD_REDIS_URL=redis://127.0.0.1:6379/0
     python bench/http_quotes.py --concurrency 64 --workers 4
     python bench/http_quotes.py --profile /tmp/pg        # one worker under cProfile
 
-The last line printed is one JSON object (``quotes_rps``, ``quotes_p99_ms``, ``orders_rps``,
-``orders_p99_ms``, ... for SQLite; the same keys ending in ``_pg`` for PostgreSQL), for scripts.
+The last line printed is one JSON object, for scripts: ``quotes_rps``, ``quotes_p99_ms``,
+``orders_rps``, ``orders_p99_ms``, ... (from the signed server, or the only one run) for SQLite;
+``quotes_rps_unsigned``, ``quotes_rps_signed``, their ``_p99_ms`` and ``_server_cpu_ms``,
+``signing_overhead_pct`` (throughput) and ``signing_overhead_cpu_pct`` (server CPU per request);
+the same keys ending in ``_pg`` for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -57,6 +94,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -77,8 +115,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from promoguard.security.keys import derive_secret
+from promoguard.security.signing import PromoguardAuth, sign
+
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SECRET = "bench-secret-0123456789abcdef"
+"""``PROMOGUARD_SECRET_KEY`` of the key-creating CLI and of every server: keys derive from it."""
+AUTH_MODES = ("unsigned", "signed")
+"""The order the modes run in: the baseline first; orders run on the last server."""
+AUTH_LABELS = {"unsigned": "bearer", "signed": "signed"}
+PRESIGN_MAX_AGE = 240.0
+"""Seconds a presigned request may wait before it is sent (the server allows 300 s of skew)."""
+OVERHEAD_TARGET_PCT = 15.0
+"""Signing and rate limits may cost at most this share of the unsigned quote throughput."""
 TARGETS = {"quotes": (2000.0, 25.0), "orders": (500.0, 50.0)}
 """Per phase: (requests/s at least, p99 ms at most)."""
 ERROR_SAMPLES = 3
@@ -213,29 +262,83 @@ def free_port() -> int:
         return port
 
 
-def _server_command(port: int, workers: int, profile: Path | None) -> list[str]:
+def promoguard_env(
+    database_url: str, mode: str = "signed", extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the key-creating CLI and of every server: one secret and one database
+    for all. ``PROMOGUARD_*`` variables of the shell are dropped (the settings are the bench's);
+    the unsigned baseline lets every role call with a bearer key and counts no rate limits.
+    ``extra`` (``--server-env``, for experiments) overrides any setting but those two."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PROMOGUARD_")}
+    env["PROMOGUARD_ENVIRONMENT"] = "production"
+    if mode == "unsigned":
+        env |= {"PROMOGUARD_SIGNING_REQUIRED": "[]", "PROMOGUARD_RATE_LIMITS": "{}"}
+    env |= extra or {}
+    env |= {"PROMOGUARD_DATABASE_URL": database_url, "PROMOGUARD_SECRET_KEY": SECRET}
+    return env
+
+
+def _promoguard(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("promoguard")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-c", "from promoguard.cli import main; main()", *args]
+
+
+def _server_command(port: int, workers: int, profile: Path | None) -> list[str]:
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if profile is not None:
         # One worker: uvicorn then serves in the main process, where cProfile is.
+        script = Path(sys.executable).with_name("promoguard")
         return [sys.executable, "-m", "cProfile", "-o", str(profile), str(script), *serve]
-    if script.exists():
-        return [str(script), *serve]
-    return [sys.executable, "-c", "from promoguard.cli import main; main()", *serve]
+    return _promoguard(*serve)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key the CLI created, and its secret."""
+
+    role: str
+    key_id: str
+    secret: str
+
+
+def create_key(database_url: str, role: str, extra: dict[str, str]) -> ApiKey:
+    """``promoguard keys create --role ROLE`` (it migrates the database first) with the bench's
+    database and secret; the key id and secret parsed from what it prints."""
+    command = _promoguard("keys", "create", "--role", role, "--label", f"bench {role}")
+    done = subprocess.run(
+        command,
+        env=promoguard_env(database_url, extra=extra) | {"NO_COLOR": "1", "COLUMNS": "200"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    key_id = re.search(r"^key id:\s+(pk_[A-Za-z0-9_-]+)", done.stdout, re.MULTILINE)
+    secret = re.search(r"^secret:\s+(\S+)", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or key_id is None or secret is None:
+        said = "\n".join((done.stdout + done.stderr).splitlines()[-12:])
+        raise RuntimeError(
+            f"promoguard keys create --role {role} failed ({done.returncode}):\n{said}"
+        )
+    key = ApiKey(role, key_id[1], secret[1])
+    if key.secret != derive_secret(SECRET, key.key_id):
+        raise RuntimeError(
+            f"the {role} key's secret is not the one PROMOGUARD_SECRET_KEY derives: the CLI and "
+            "the bench disagree on the server secret"
+        )
+    return key
 
 
 class Server:
     """``promoguard serve`` in its own process group; :meth:`stop` ends the whole group."""
 
-    def __init__(self, database_url: str, workers: int, log: Path, profile: Path | None) -> None:
+    def __init__(self, env: dict[str, str], workers: int, log: Path, profile: Path | None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
-        env = os.environ | {
-            "PROMOGUARD_DATABASE_URL": database_url,
-            "PROMOGUARD_SECRET_KEY": SECRET,
-            "PROMOGUARD_ENVIRONMENT": "production",
-        }
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 _server_command(self.port, workers, profile),
@@ -405,9 +508,11 @@ def postgres_schema(url: str) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-def seed(base: str, specs: list[dict[str, Any]]) -> int:
-    """Create and activate every campaign through the API; the rules stamp that results."""
-    with httpx.Client(base_url=base, timeout=30.0, headers={"X-Actor": "bench"}) as client:
+def seed(base: str, specs: list[dict[str, Any]], operator: ApiKey) -> int:
+    """Create and activate every campaign through the API, each request signed with the
+    operator's key; the rules stamp that results."""
+    auth = PromoguardAuth(operator.key_id, operator.secret)
+    with httpx.Client(base_url=base, timeout=30.0, auth=auth) as client:
         for spec in specs:
             created = client.post("/v1/campaigns", json={"spec": spec})
             if created.status_code != 201:
@@ -614,6 +719,10 @@ Slot = RawSlot | HttpxSlot
 class PhaseResult:
     backend: str
     phase: str
+    mode: str = "signed"
+    """The server's and client's authentication: ``unsigned`` (bearer) or ``signed``."""
+    round: int = 1
+    """Which of ``--rounds`` (0: several pooled)."""
     elapsed: float = 0.0
     latencies_ns: list[int] = field(default_factory=list)
     ok: int = 0
@@ -626,12 +735,50 @@ class PhaseResult:
     machine_cpu: float = 0.0
     worker_split: list[float] = field(default_factory=list)
     connections: list[int] = field(default_factory=list)
+    presigned: int = 0
+    """Requests signed before the phase started."""
+    live_signed: int = 0
+    """Requests of the phase signed as they were sent (the presigned ones ran out or aged)."""
+    sign_us: float = 0.0
+    """Client CPU to sign one request before the phase (µs)."""
 
     @property
     def server_ms_per_request(self) -> float:
         """Server CPU per completed request: steadier than req/s when the machine is shared."""
         done = len(self.latencies_ns)
         return self.server_cpu / done * 1e3 if done else float("nan")
+
+    @classmethod
+    def pooled(cls, results: list[PhaseResult]) -> PhaseResult:
+        """Several rounds of one phase as one: requests, time, latencies and CPU added up."""
+        if len(results) == 1:
+            return results[0]
+        first = results[0]
+        merged = cls(first.backend, first.phase, first.mode, 0)
+        for r in results:
+            merged.elapsed += r.elapsed
+            merged.latencies_ns += r.latencies_ns
+            merged.ok += r.ok
+            for kind, n in r.errors.items():
+                merged.errors[kind] = merged.errors.get(kind, 0) + n
+            merged.samples += r.samples[: ERROR_SAMPLES - len(merged.samples)]
+            merged.exhausted |= r.exhausted
+            merged.server_cpu += r.server_cpu
+            merged.client_cpu += r.client_cpu
+            merged.postgres_cpu += r.postgres_cpu
+            merged.machine_cpu += r.machine_cpu
+            merged.presigned += r.presigned
+            merged.live_signed += r.live_signed
+        merged.connections, merged.worker_split = first.connections, first.worker_split
+        merged.sign_us = sum(r.sign_us for r in results) / len(results)
+        return merged
+
+    @property
+    def client_ms_per_request(self) -> float:
+        """The load generator's CPU per completed request (signing done before the phase not
+        included: see :attr:`sign_us`)."""
+        done = len(self.latencies_ns)
+        return self.client_cpu / done * 1e3 if done else float("nan")
 
     @property
     def other_cpu(self) -> float:
@@ -768,6 +915,69 @@ def order_items(tokens: Iterable[str]) -> Iterator[Item]:
         yield "/v1/orders", body, (("Idempotency-Key", uuid.uuid4().hex),)
 
 
+class Credentials:
+    """How the storefront authenticates its requests: ``unsigned`` sends
+    ``Authorization: Bearer <key id>.<secret>``, ``signed`` the five ``X-Promoguard-*`` headers
+    of :func:`promoguard.security.signing.sign` with a fresh nonce each."""
+
+    def __init__(self, key: ApiKey, mode: str) -> None:
+        self.key = key
+        self.mode = mode
+        self._bearer: Headers = (("Authorization", f"Bearer {key.key_id}.{key.secret}"),)
+
+    @property
+    def signed(self) -> bool:
+        return self.mode == "signed"
+
+    def apply(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The same requests with their credentials (signed as they are drawn)."""
+        if not self.signed:
+            for path, body, headers in items:
+                yield path, body, headers + self._bearer
+            return
+        key_id, secret = self.key.key_id, self.key.secret
+        for path, body, headers in items:
+            signed = sign(key_id=key_id, secret=secret, method="POST", path=path, body=body)
+            yield path, body, headers + tuple(signed.items())
+
+
+class Presigned:
+    """Requests signed before a timed phase, then (if they run out or grow older than
+    :data:`PRESIGN_MAX_AGE`) the rest of ``live``, signed as they are sent."""
+
+    def __init__(self, ready: list[Item], live: Iterator[Item], sign_us: float) -> None:
+        self._ready = iter(ready)
+        self._live = live
+        self._made = time.time()
+        self.count = len(ready)
+        self.sign_us = sign_us
+        self.live_signed = 0
+
+    def __iter__(self) -> Iterator[Item]:
+        return self
+
+    def __next__(self) -> Item:
+        if time.time() - self._made < PRESIGN_MAX_AGE:
+            ready = next(self._ready, None)
+            if ready is not None:
+                return ready
+        item = next(self._live)
+        self.live_signed += 1
+        return item
+
+
+def presign(credentials: Credentials, items: Iterable[Item], count: int) -> Iterator[Item]:
+    """Sign the first ``count`` of ``items`` now (bearer requests need nothing done)."""
+    live = credentials.apply(items)
+    if not credentials.signed:
+        return live
+    cpu = time.process_time()
+    ready = list(itertools.islice(live, count))
+    spent = time.process_time() - cpu
+    gc.freeze()  # the client's collections need not walk them while timed
+    return Presigned(ready, live, spent / len(ready) * 1e6 if ready else 0.0)
+
+
 def quote_check(stamp: int, tokens: list[str] | None) -> Callable[[bytes], str | None]:
     def check(body: bytes) -> str | None:
         data = orjson.loads(body)
@@ -797,12 +1007,19 @@ class BackendRun:
     seeded: int = 0
     phases: list[PhaseResult] = field(default_factory=list)
     tracebacks: int = 0
-    log_tail: str = ""
+    logs: list[tuple[str, int, str]] = field(default_factory=list)
+    """Per server: its mode, the tracebacks in its log and the log's last lines."""
     failure: str | None = None
 
 
-async def _exercise(
-    server: Server, args: argparse.Namespace, run: BackendRun, bodies: list[bytes]
+async def _exercise(  # noqa: PLR0917 (one backend's one server)
+    server: Server,
+    args: argparse.Namespace,
+    run: BackendRun,
+    bodies: list[bytes],
+    credentials: Credentials,
+    orders: bool,
+    round_: int,
 ) -> None:
     client: Client = (
         RawClient("127.0.0.1", server.port)
@@ -811,18 +1028,24 @@ async def _exercise(
     )
     stamp = run.seeded
     backend = run.backend
+    mode = credentials.mode
+    name = mode if args.rounds == 1 else f"{mode}-{round_}"
 
     async def phase(
-        name: str,
+        phase_name: str,
         items: Iterator[Item],
         check: Callable[[bytes], str | None],
         duration: float,
         *,
         measured: bool = True,
     ) -> PhaseResult:
-        label = name if measured else f"({name})"
-        err.print(f"  {backend}: {label} for up to {duration:g} s at {args.concurrency} in flight")
-        result = PhaseResult(backend, name)
+        label = phase_name if measured else f"({phase_name})"
+        err.print(
+            f"  {backend}/{name}: {label} for up to {duration:g} s at {args.concurrency} in flight"
+        )
+        result = PhaseResult(backend, phase_name, mode, round_)
+        if isinstance(items, Presigned):
+            result.presigned, result.sign_us = items.count, items.sign_us
         slots, result.connections = await open_slots(
             client, server, args.concurrency, balance=not args.unbalanced
         )
@@ -834,31 +1057,52 @@ async def _exercise(
         result.postgres_cpu = after["postgres"] - cpu["postgres"]
         result.machine_cpu = after["machine"] - cpu["machine"]
         result.worker_split = server.worker_split(cpu, after)
+        if isinstance(items, Presigned):
+            result.live_signed = items.live_signed
         if measured:
             run.phases.append(result)
         elif result.error_count:
             run.phases.append(result)  # errors while warming up are reported too
         return result
 
+    def timed(items: Iterable[Item], count: int) -> Iterator[Item]:
+        """``items`` for a timed phase: the first ``count`` signed now, not while timed."""
+        made = presign(credentials, items, count)
+        if isinstance(made, Presigned):
+            err.print(
+                f"  {backend}/{name}: signed {made.count:,} requests before the phase "
+                f"({made.sign_us:.1f} µs of client CPU each)"
+            )
+        return made
+
     # Warm-up: every worker loads the live rules and compiles its statements; the stamp check
     # proves every worker prices under all the seeded campaigns.
     await asyncio.sleep(1.0)  # > rules_refresh_seconds: each worker sees the final stamp
-    await phase(
-        "quote warm-up", quote_items(bodies), quote_check(stamp, None), args.warmup, measured=False
+    warm = credentials.apply(quote_items(bodies))
+    warmed = await phase(
+        "quote warm-up", warm, quote_check(stamp, None), args.warmup, measured=False
     )
 
     tokens: list[str] = []
-    await phase("quotes", quote_items(bodies), quote_check(stamp, tokens), args.duration)
+    # Enough for twice the warm-up's pace (itself signing as it went), within --presign-rate.
+    ahead = int(args.duration * min(args.presign_rate, 2 * warmed.rps + 500))
+    quotes = timed(quote_items(bodies), ahead)
+    await phase("quotes", quotes, quote_check(stamp, tokens), args.duration)
 
-    wanted = int(args.duration * args.order_token_rate) + args.order_warmup
-    if len(tokens) < wanted:
-        err.print(f"  {backend}: fetching {wanted - len(tokens):,} more quote tokens (not timed)")
-        extra = itertools.islice(quote_items(bodies), wanted - len(tokens))
-        await phase("token top-up", extra, quote_check(stamp, tokens), 600.0, measured=False)
+    if orders:
+        wanted = int(args.duration * args.order_token_rate) + args.order_warmup
+        if len(tokens) < wanted:
+            err.print(
+                f"  {backend}/{name}: fetching {wanted - len(tokens):,} more quote tokens "
+                "(not timed)"
+            )
+            extra = credentials.apply(itertools.islice(quote_items(bodies), wanted - len(tokens)))
+            await phase("token top-up", extra, quote_check(stamp, tokens), 600.0, measured=False)
 
-    warm, rest = tokens[: args.order_warmup], tokens[args.order_warmup :]
-    await phase("order warm-up", order_items(warm), order_check, 600.0, measured=False)
-    await phase("orders", order_items(rest), order_check, args.duration)
+        warm_tokens, rest = tokens[: args.order_warmup], tokens[args.order_warmup :]
+        warm = credentials.apply(order_items(warm_tokens))
+        await phase("order warm-up", warm, order_check, 600.0, measured=False)
+        await phase("orders", timed(order_items(rest), len(rest)), order_check, args.duration)
     await client.close()
 
 
@@ -879,27 +1123,44 @@ def run_backend(
     specs: list[dict[str, Any]],
     bodies: list[bytes],
 ) -> None:
-    """Serve, seed and measure one backend into ``run`` (what was measured stays if it fails)."""
+    """Create the keys, then serve, seed and measure one backend in each authentication mode
+    into ``run`` (what was measured stays if it fails)."""
     backend = run.backend
     workers = 1 if args.profile else args.workers
-    profile = Path(f"{args.profile}-{backend}.prof") if args.profile else None
-    with tempfile.TemporaryDirectory(prefix="promoguard-bench-log-") as tmp:
-        server = Server(url, workers, Path(tmp) / "server.log", profile)
-        try:
-            run.startup_s = server.wait_ready()
-            err.print(
-                f"{backend}: serving on {server.base} with {workers} worker(s), "
-                f"ready in {run.startup_s:.1f} s"
-            )
-            run.seeded = seed(server.base, specs)
-            err.print(f"  {backend}: seeded {run.seeded} live campaigns through the API")
-            _run_loop(_exercise(server, args, run, bodies))
-        finally:
-            server.stop()
-            run.tracebacks = server.tracebacks()
-            run.log_tail = server.tail(25)
-    if profile is not None and profile.exists():
-        _print_profile(profile)
+    extra = dict(pair.split("=", 1) for pair in args.server_env)
+    operator, storefront = create_key(url, "operator", extra), create_key(url, "storefront", extra)
+    err.print(
+        f"{backend}: created keys {operator.key_id} (operator, seeds) and {storefront.key_id} "
+        "(storefront, quotes and orders)"
+    )
+    modes = AUTH_MODES if args.auth == "both" else (args.auth,)
+    servers = [(r, mode) for r in range(1, args.rounds + 1) for mode in modes]
+    for n, (round_, mode) in enumerate(servers):
+        name = mode if args.rounds == 1 else f"{mode}-{round_}"
+        profile = Path(f"{args.profile}-{backend}-{name}.prof") if args.profile else None
+        with tempfile.TemporaryDirectory(prefix="promoguard-bench-log-") as tmp:
+            env = promoguard_env(url, mode, extra)
+            server = Server(env, workers, Path(tmp) / "server.log", profile)
+            try:
+                startup = server.wait_ready()
+                run.startup_s = run.startup_s or startup
+                err.print(
+                    f"{backend}/{name}: serving on {server.base} with {workers} worker(s), "
+                    f"ready in {startup:.1f} s"
+                )
+                if not run.seeded:
+                    run.seeded = seed(server.base, specs, operator)
+                    err.print(f"  {backend}: seeded {run.seeded} live campaigns through the API")
+                orders = not args.skip_orders and n == len(servers) - 1
+                credentials = Credentials(storefront, mode)
+                _run_loop(_exercise(server, args, run, bodies, credentials, orders, round_))
+            finally:
+                server.stop()
+                tracebacks = server.tracebacks()
+                run.tracebacks += tracebacks
+                run.logs.append((name, tracebacks, server.tail(25)))
+        if profile is not None and profile.exists():
+            _print_profile(profile)
 
 
 def _print_profile(path: Path) -> None:
@@ -913,36 +1174,54 @@ def _print_profile(path: Path) -> None:
 
 
 def report(runs: list[BackendRun], args: argparse.Namespace) -> dict[str, Any]:
-    console = Console(width=None if sys.stdout.isatty() else 180)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     workers = 1 if args.profile else args.workers
     table = Table(
         title=f"promoguard HTTP API: {workers} worker(s), {args.concurrency} in flight, "
         f"{args.duration:g} s per phase, {args.client} client, {os.cpu_count()} CPUs "
         f"({platform.python_implementation()} {platform.python_version()})",
         caption="targets: quotes ≥ 2,000 ok req/s with p99 ≤ 25 ms; orders ≥ 500 ok req/s with "
-        "p99 ≤ 50 ms; and no errors. server ms/req: the server's CPU time per request. conns: "
-        "connections each worker held; CPU split: each worker's share of the server's CPU. "
-        "server / client / postgres / other: CPU cores busy (of "
-        f"{os.cpu_count()}) in the server's processes, this load generator, every postgres "
-        "process, and anything else on the machine.",
+        "p99 ≤ 50 ms; and no errors. auth: bearer = a server with no signing required and no "
+        "rate limits, the storefront key as a bearer token; signed = the default settings "
+        "(signatures, nonces, rate limits), every request signed (a timed phase's before it "
+        "starts). server ms/req: the server's CPU time per request. conns: connections each "
+        "worker held; CPU split: each worker's share of the server's CPU. server / client / "
+        f"postgres / other: CPU cores busy (of {os.cpu_count()}) in the server's processes, this "
+        "load generator, every postgres process, and anything else on the machine.",
     )
-    columns = ("backend", "phase", "requests", "ok req/s", "p50 ms", "p90 ms", "p99 ms", "max ms")
+    columns = (
+        "backend",
+        "phase",
+        "auth",
+        "requests",
+        "ok req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+    )
     cpu = ("server ms/req", "server", "conns", "CPU split %", "client", "postgres", "other")
     for column in (*columns, "errors", *cpu, "target"):
-        table.add_column(column, justify="left" if column in ("backend", "phase") else "right")
+        left = column in ("backend", "phase", "auth")
+        table.add_column(column, justify="left" if left else "right")
     summary: dict[str, Any] = {}
+    main_mode = "signed" if args.auth == "both" else args.auth
     for run in runs:
         suffix = "" if run.backend == "sqlite" else "_pg"
-        for r in run.phases:
-            target = TARGETS.get(r.phase)
+        groups = _groups(run)
+        pooled = [PhaseResult.pooled(group) for group in groups.values() if len(group) > 1]
+        for r in run.phases + pooled:
             met = r.met()
             verdict = "-" if met is None else "[green]met[/]" if met else "[red]missed[/]"
+            notes = " [yellow](ran out of tokens)[/]" if r.exhausted and r.phase == "orders" else ""
+            if r.live_signed:
+                notes += f" [yellow]({r.live_signed:,} signed live)[/]"
+            if args.rounds > 1:
+                notes = (f" #{r.round}" if r.round else " [bold](pooled)[/]") + notes
             table.add_row(
                 run.backend,
-                r.phase
-                + (
-                    " [yellow](ran out of tokens)[/]" if r.exhausted and r.phase == "orders" else ""
-                ),
+                r.phase + notes,
+                AUTH_LABELS[r.mode],
                 f"{len(r.latencies_ns):,}",
                 f"{r.rps:,.0f}",
                 f"{r.percentile_ms(0.50):.1f}",
@@ -959,26 +1238,134 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> dict[str, Any]:
                 f"{r.other_cpu / r.elapsed:.2f}" if r.elapsed else "-",
                 verdict,
             )
-            if target is not None:
-                summary[f"{r.phase}_rps{suffix}"] = round(r.rps, 1)
-                summary[f"{r.phase}_p50_ms{suffix}"] = round(r.percentile_ms(0.50), 2)
-                summary[f"{r.phase}_p99_ms{suffix}"] = round(r.percentile_ms(0.99), 2)
-                summary[f"{r.phase}_errors{suffix}"] = r.error_count
-                summary[f"{r.phase}_server_cpu_ms{suffix}"] = round(r.server_ms_per_request, 3)
-                summary[f"{r.phase}_connections_per_worker{suffix}"] = r.connections
-                summary[f"{r.phase}_target_met{suffix}"] = met
+        for (phase, mode), group in groups.items():
+            r = PhaseResult.pooled(group)
+            if phase not in TARGETS:
+                continue
+            met = r.met()
+            if phase == "quotes":
+                summary |= {
+                    f"quotes_rps_{r.mode}{suffix}": round(r.rps, 1),
+                    f"quotes_p50_ms_{r.mode}{suffix}": round(r.percentile_ms(0.50), 2),
+                    f"quotes_p99_ms_{r.mode}{suffix}": round(r.percentile_ms(0.99), 2),
+                    f"quotes_errors_{r.mode}{suffix}": r.error_count,
+                    f"quotes_server_cpu_ms_{r.mode}{suffix}": round(r.server_ms_per_request, 3),
+                    f"quotes_client_cpu_ms_{r.mode}{suffix}": round(r.client_ms_per_request, 3),
+                }
+            if mode == main_mode:
+                summary |= {
+                    f"{r.phase}_rps{suffix}": round(r.rps, 1),
+                    f"{r.phase}_p50_ms{suffix}": round(r.percentile_ms(0.50), 2),
+                    f"{r.phase}_p99_ms{suffix}": round(r.percentile_ms(0.99), 2),
+                    f"{r.phase}_errors{suffix}": r.error_count,
+                    f"{r.phase}_server_cpu_ms{suffix}": round(r.server_ms_per_request, 3),
+                    f"{r.phase}_connections_per_worker{suffix}": r.connections,
+                    f"{r.phase}_target_met{suffix}": met,
+                }
+            if r.presigned:
+                summary[f"{r.phase}_presigned{suffix}"] = r.presigned
+                summary[f"{r.phase}_signed_live{suffix}"] = r.live_signed
+                summary[f"{r.phase}_client_sign_us{suffix}"] = round(r.sign_us, 1)
+        summary |= _overhead(run, suffix)
         summary[f"server_tracebacks{suffix}"] = run.tracebacks
         if run.failure:
             summary[f"failure{suffix}"] = run.failure
     console.print(table)
+    _print_overhead(console, runs)
     _print_problems(console, runs)
     summary |= {
         "workers": workers,
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "client": args.client,
+        "auth": args.auth,
+        "rounds": args.rounds,
+        "server_env": args.server_env,
+        "orders_auth": None if args.skip_orders else main_mode,
     }
     return summary
+
+
+def _groups(run: BackendRun) -> dict[tuple[str, str], list[PhaseResult]]:
+    """The run's phases by (phase, mode): one per round."""
+    groups: dict[tuple[str, str], list[PhaseResult]] = {}
+    for r in run.phases:
+        groups.setdefault((r.phase, r.mode), []).append(r)
+    return groups
+
+
+def _quote_phases(run: BackendRun) -> dict[str, PhaseResult]:
+    """The quote phase of each mode, its rounds pooled."""
+    return {
+        mode: PhaseResult.pooled(group)
+        for (phase, mode), group in _groups(run).items()
+        if phase == "quotes"
+    }
+
+
+def _overhead(run: BackendRun, suffix: str) -> dict[str, Any]:
+    """What signing and rate limits cost the quote path, when both modes were measured."""
+    quotes = _quote_phases(run)
+    unsigned, signed = quotes.get("unsigned"), quotes.get("signed")
+    if unsigned is None or signed is None or not unsigned.rps:
+        return {}
+    overhead = (1 - signed.rps / unsigned.rps) * 100
+    cpu = (signed.server_ms_per_request / unsigned.server_ms_per_request - 1) * 100
+    clean = unsigned.error_count == 0 and signed.error_count == 0
+    return {
+        f"signing_overhead_pct{suffix}": round(overhead, 1),
+        f"signing_overhead_cpu_pct{suffix}": round(cpu, 1),
+        f"signing_overhead_target_met{suffix}": clean and overhead <= OVERHEAD_TARGET_PCT,
+    }
+
+
+def _print_overhead(console: Console, runs: list[BackendRun]) -> None:
+    table = Table(
+        title="signed quotes against unsigned (bearer) quotes",
+        caption=f"overhead = 1 - signed req/s / unsigned req/s (target ≤ {OVERHEAD_TARGET_PCT:g} "
+        "%, and no errors); server CPU: the increase of the server's CPU time per request; "
+        "client sign: client CPU to sign one request, spent before the timed phase.",
+    )
+    for column in (
+        "backend",
+        "unsigned req/s",
+        "signed req/s",
+        "overhead %",
+        "unsigned p99 ms",
+        "signed p99 ms",
+        "unsigned server ms/req",
+        "signed server ms/req",
+        "server CPU +%",
+        "client sign µs",
+        "target",
+    ):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    shown = False
+    for run in runs:
+        quotes = _quote_phases(run)
+        unsigned, signed = quotes.get("unsigned"), quotes.get("signed")
+        if unsigned is None or signed is None:
+            continue
+        figures = _overhead(run, "")
+        if not figures:
+            continue
+        shown = True
+        met = figures["signing_overhead_target_met"]
+        table.add_row(
+            run.backend,
+            f"{unsigned.rps:,.0f}",
+            f"{signed.rps:,.0f}",
+            f"{figures['signing_overhead_pct']:.1f}",
+            f"{unsigned.percentile_ms(0.99):.1f}",
+            f"{signed.percentile_ms(0.99):.1f}",
+            f"{unsigned.server_ms_per_request:.3f}",
+            f"{signed.server_ms_per_request:.3f}",
+            f"{figures['signing_overhead_cpu_pct']:.1f}",
+            f"{signed.sign_us:.1f}",
+            "[green]met[/]" if met else "[red]missed[/]",
+        )
+    if shown:
+        console.print(table)
 
 
 def _print_problems(console: Console, runs: list[BackendRun]) -> None:
@@ -988,16 +1375,28 @@ def _print_problems(console: Console, runs: list[BackendRun]) -> None:
             if r.error_count:
                 counts = ", ".join(f"{kind} x{n:,}" for kind, n in r.errors.items())
                 console.print(
-                    f"[red]{run.backend} {r.phase}: {r.error_count:,} error(s)[/] ({counts})"
+                    f"[red]{run.backend} {r.phase} ({AUTH_LABELS[r.mode]}): "
+                    f"{r.error_count:,} error(s)[/] ({counts})"
                 )
                 for sample in r.samples:
                     console.print(f"  {sample}", markup=False)
         if run.failure:
             console.print(f"[red]{run.backend}: the run failed:[/] {escape(run.failure)}")
         if run.tracebacks:
-            console.print(f"[red]{run.backend}: {run.tracebacks} traceback(s) in the server log[/]")
-        if (run.tracebacks or run.failure) and run.log_tail:
-            console.print(run.log_tail, markup=False)
+            console.print(
+                f"[red]{run.backend}: {run.tracebacks} traceback(s) in the server logs[/]"
+            )
+        for mode, tracebacks, tail in run.logs:
+            if (tracebacks or run.failure) and tail:
+                console.print(f"[bold]{run.backend}/{mode} server log, last lines:[/]")
+                console.print(tail, markup=False)
+
+
+def _env_pair(text: str) -> str:
+    name, equals, _ = text.partition("=")
+    if not equals or not name.startswith("PROMOGUARD_"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not PROMOGUARD_NAME=VALUE")
+    return text
 
 
 def main() -> None:
@@ -1007,6 +1406,41 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument(
+        "--auth",
+        choices=("both", *AUTH_MODES),
+        default="both",
+        help="both: an unsigned (bearer, no rate limits) server for the quote baseline, then a "
+        "signed one (default settings) for quotes and orders; or only one of them",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate the unsigned and signed servers this many times (a fresh server each "
+        "time); the summary pools the rounds, which evens out a shared machine's noise",
+    )
+    parser.add_argument(
+        "--skip-orders", action="store_true", help="measure quotes only (no order phase)"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=_env_pair,
+        help="a setting for every server (and the key CLI), for experiments (repeat): e.g. "
+        "PROMOGUARD_REDIS_URL=redis://127.0.0.1:6379/0, or PROMOGUARD_RATE_LIMITS='{}' with "
+        "--auth signed; it overrides the bench's settings but the database and the secret",
+    )
+    parser.add_argument(
+        "--presign-rate",
+        type=float,
+        default=5000.0,
+        help="at most this many signed quote requests prepared per second of the phase before it "
+        "starts (twice the warm-up's rate, plus 500, when less; any more needed are signed while "
+        "timed, and counted)",
+    )
     parser.add_argument(
         "--unbalanced",
         action="store_true",
