@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -174,6 +175,9 @@ app.add_typer(db_app, name="db")
 def _settings(err: Console) -> Settings:
     try:
         return Settings()
+    except SettingsError as exc:  # a variable that is not valid JSON where JSON is expected
+        err.print(f"[red]error:[/] the configuration (PROMOGUARD_* variables) is invalid: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
     except ValidationError as exc:
         err.print("[red]error:[/] the configuration (PROMOGUARD_* variables) is invalid:")
         for path, reason in RuleSpecError.from_validation(exc).errors:

@@ -41,10 +41,7 @@ class Settings(BaseSettings):
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )
     rate_limits: dict[str, dict[str, str]] = Field(
-        default_factory=lambda: {
-            "*": {"key": "100000/minute", "ip": "100000/minute"},
-            "coupon_claim": {"customer": "10/minute"},
-        },
+        default_factory=lambda: {"coupon_claim": {"customer": "10/minute"}},
         description='{route: {scope: "N/period"}}; scopes: key, ip, customer, route; "*" = all',
     )
 

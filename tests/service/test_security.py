@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,8 +17,9 @@ from tests.service.helpers import coupon_spec, live
 
 from promoguard.app import create_app
 from promoguard.security import signing
+from promoguard.security.nonces import DatabaseNonces
 from promoguard.settings import Settings
-from promoguard.store.db import sync_url
+from promoguard.store.db import Database, sync_url
 
 TABLES = ("issued_coupons", "customer_usage", "orders", "campaigns", "audit_log")
 
@@ -279,3 +282,32 @@ def test_auditors_read_the_audit_log_with_before_and_after_and_shops_cannot(sett
     assert entry["ip"] == "127.0.0.1"
     assert (denied.status_code, denied.json()["code"]) == (403, "role_forbidden")
     assert (change.status_code, change.json()["code"]) == (403, "role_forbidden")
+
+
+def test_the_database_nonce_store_accepts_each_nonce_once_under_concurrency(database_url):
+    """Concurrent first uses are written in batches; a nonce repeated in or across batches is
+    accepted exactly once."""
+
+    async def scenario() -> tuple[list[bool], list[bool], list[bool]]:
+        db = Database(database_url)
+        store = DatabaseNonces(db)
+        now, window = datetime.now(UTC), timedelta(minutes=10)
+        try:
+            same = await asyncio.gather(
+                *(store.first_use("pk_a", "nonce-same-1", now, window) for _ in range(20))
+            )
+            distinct = await asyncio.gather(
+                *(store.first_use("pk_a", f"nonce-{n:04d}", now, window) for n in range(50))
+            )
+            again = await asyncio.gather(
+                *(store.first_use("pk_a", f"nonce-{n:04d}", now, window) for n in range(5))
+            )
+        finally:
+            await db.dispose()
+        return same, distinct, again
+
+    same, distinct, again = asyncio.run(scenario())
+
+    assert same.count(True) == 1
+    assert all(distinct)
+    assert not any(again)

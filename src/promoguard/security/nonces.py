@@ -7,6 +7,7 @@ the store cannot answer, the request is refused (fail closed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -41,34 +42,72 @@ class NonceStore(Protocol):
 
 
 class DatabaseNonces:
-    """Nonces in the ``used_nonces`` table."""
+    """Nonces in the ``used_nonces`` table, written in batches.
+
+    A write transaction per request would make every signed read a write (and on SQLite queue
+    it behind the process's write lock). Instead the nonces of requests that arrive together
+    go into one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in one transaction: while one
+    batch is being written the next one gathers, so the cost per nonce falls as load rises.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._swept = datetime.min.replace(tzinfo=UTC)
+        self._pending: list[tuple[str, str, datetime, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def first_use(self, key_id: str, nonce: str, now: datetime, window: timedelta) -> bool:
-        """Insert the nonce unless present (``ON CONFLICT DO NOTHING``)."""
+        """Queue the nonce for the next batch; True if it was not seen in the window."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((key_id, nonce, now + window, answer))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(now, window))
+        return await answer
+
+    async def _write_batches(self, now: datetime, window: timedelta) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                fresh = await self._insert(batch, now, window)
+            except SQLAlchemyError:
+                log.exception("nonce store unavailable")
+                for *_, answer in batch:
+                    if answer.done():  # the request was cancelled meanwhile
+                        continue
+                    answer.set_exception(
+                        StoreUnavailableError(
+                            "security_store_unavailable",
+                            "the replay-protection store is unavailable",
+                        )
+                    )
+                continue
+            for key_id, nonce, _, answer in batch:
+                # A nonce twice in one batch: the first request has it, the rest are replays.
+                if not answer.done():
+                    answer.set_result((key_id, nonce) in fresh)
+                fresh.discard((key_id, nonce))
+
+    async def _insert(
+        self,
+        batch: list[tuple[str, str, datetime, asyncio.Future[bool]]],
+        now: datetime,
+        window: timedelta,
+    ) -> set[tuple[str, str]]:
         insert = postgresql.insert if not self._db.is_sqlite else sqlite.insert
         table = UsedNonce.__table__
+        rows = {(key_id, nonce): expires for key_id, nonce, expires, _ in batch}
         statement = (
             insert(table)  # type: ignore[arg-type]
-            .values(key_id=key_id, nonce=nonce, expires_at=now + window)
+            .values([{"key_id": k, "nonce": n, "expires_at": e} for (k, n), e in rows.items()])
             .on_conflict_do_nothing()
-            .returning(table.c.nonce)
+            .returning(table.c.key_id, table.c.nonce)
         )
-        try:
-            async with self._db.write() as session:
-                if now - self._swept > window:
-                    await session.execute(delete(UsedNonce).where(UsedNonce.expires_at < now))
-                    self._swept = now
-                inserted = (await session.execute(statement)).scalar_one_or_none()
-        except SQLAlchemyError:
-            log.exception("nonce store unavailable")
-            raise StoreUnavailableError(
-                "security_store_unavailable", "the replay-protection store is unavailable"
-            ) from None
-        return inserted is not None
+        async with self._db.write() as session:
+            if now - self._swept > window:
+                await session.execute(delete(UsedNonce).where(UsedNonce.expires_at < now))
+                self._swept = now
+            result = await session.execute(statement)
+            return {(k, n) for k, n in result.all()}
 
 
 class RedisNonces:
