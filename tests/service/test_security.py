@@ -12,12 +12,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from redis.asyncio import Redis
 from tests.service.conftest import make_key, signed_client
 from tests.service.helpers import coupon_spec, live
 
 from promoguard.app import create_app
 from promoguard.security import signing
-from promoguard.security.nonces import DatabaseNonces
+from promoguard.security.nonces import DatabaseNonces, RedisNonces
 from promoguard.settings import Settings
 from promoguard.store.db import Database, sync_url
 
@@ -311,3 +312,25 @@ def test_the_database_nonce_store_accepts_each_nonce_once_under_concurrency(data
     assert same.count(True) == 1
     assert all(distinct)
     assert not any(again)
+
+
+def test_the_redis_nonce_store_accepts_each_nonce_once_under_concurrency(redis_url):
+    async def scenario() -> tuple[list[bool], list[bool]]:
+        redis = Redis.from_url(redis_url)
+        store = RedisNonces(redis)
+        now, window, key = datetime.now(UTC), timedelta(minutes=10), f"pk_{time.time_ns()}"
+        try:
+            same = await asyncio.gather(
+                *(store.first_use(key, "nonce-same-1", now, window) for _ in range(20))
+            )
+            distinct = await asyncio.gather(
+                *(store.first_use(key, f"nonce-{n:04d}", now, window) for n in range(50))
+            )
+        finally:
+            await redis.aclose()
+        return same, distinct
+
+    same, distinct = asyncio.run(scenario())
+
+    assert same.count(True) == 1
+    assert all(distinct)

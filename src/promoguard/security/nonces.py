@@ -41,19 +41,22 @@ class NonceStore(Protocol):
         ...
 
 
-class DatabaseNonces:
-    """Nonces in the ``used_nonces`` table, written in batches.
+Pending = tuple[str, str, datetime, "asyncio.Future[bool]"]
+"""(key id, nonce, expires at, the waiting request's answer)."""
 
-    A write transaction per request would make every signed read a write (and on SQLite queue
-    it behind the process's write lock). Instead the nonces of requests that arrive together
-    go into one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in one transaction: while one
-    batch is being written the next one gathers, so the cost per nonce falls as load rises.
+
+class _Batched:
+    """Nonces of requests that arrive together are written together.
+
+    One write per request would make every signed read a write. Instead, while one batch is
+    being written the next one gathers, so the cost per nonce falls as load rises. A nonce twice
+    in one batch goes to the first request; the others are replays.
     """
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._swept = datetime.min.replace(tzinfo=UTC)
-        self._pending: list[tuple[str, str, datetime, asyncio.Future[bool]]] = []
+    store_errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self) -> None:
+        self._pending: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def first_use(self, key_id: str, nonce: str, now: datetime, window: timedelta) -> bool:
@@ -68,30 +71,43 @@ class DatabaseNonces:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                fresh = await self._insert(batch, now, window)
-            except SQLAlchemyError:
+                fresh = await self._write(batch, now, window)
+            except self.store_errors:
                 log.exception("nonce store unavailable")
                 for *_, answer in batch:
-                    if answer.done():  # the request was cancelled meanwhile
-                        continue
-                    answer.set_exception(
-                        StoreUnavailableError(
-                            "security_store_unavailable",
-                            "the replay-protection store is unavailable",
+                    if not answer.done():  # the request may have been cancelled meanwhile
+                        answer.set_exception(
+                            StoreUnavailableError(
+                                "security_store_unavailable",
+                                "the replay-protection store is unavailable",
+                            )
                         )
-                    )
                 continue
             for key_id, nonce, _, answer in batch:
-                # A nonce twice in one batch: the first request has it, the rest are replays.
                 if not answer.done():
                     answer.set_result((key_id, nonce) in fresh)
                 fresh.discard((key_id, nonce))
 
-    async def _insert(
-        self,
-        batch: list[tuple[str, str, datetime, asyncio.Future[bool]]],
-        now: datetime,
-        window: timedelta,
+    async def _write(
+        self, batch: list[Pending], now: datetime, window: timedelta
+    ) -> set[tuple[str, str]]:
+        """Record the batch's nonces; return those that were new."""
+        raise NotImplementedError
+
+
+class DatabaseNonces(_Batched):
+    """Nonces in the ``used_nonces`` table: one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
+    per batch, expired rows swept as it goes."""
+
+    store_errors = (SQLAlchemyError,)
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self._db = db
+        self._swept = datetime.min.replace(tzinfo=UTC)
+
+    async def _write(
+        self, batch: list[Pending], now: datetime, window: timedelta
     ) -> set[tuple[str, str]]:
         insert = postgresql.insert if not self._db.is_sqlite else sqlite.insert
         table = UsedNonce.__table__
@@ -110,21 +126,26 @@ class DatabaseNonces:
             return {(k, n) for k, n in result.all()}
 
 
-class RedisNonces:
-    """Nonces as Redis keys with an expiry, shared by every worker."""
+class RedisNonces(_Batched):
+    """Nonces as Redis keys with an expiry, shared by every worker: one pipeline of
+    ``SET promoguard:nonce:<key>:<nonce> 1 NX EX <window>`` per batch."""
+
+    store_errors = (RedisError,)
 
     def __init__(self, redis: Redis) -> None:
+        super().__init__()
         self._redis = redis
 
-    async def first_use(self, key_id: str, nonce: str, now: datetime, window: timedelta) -> bool:  # noqa: ARG002
-        """``SET promoguard:nonce:<key>:<nonce> 1 NX EX <window>``."""
-        try:
-            fresh = await self._redis.set(
-                f"promoguard:nonce:{key_id}:{nonce}", 1, nx=True, ex=int(window.total_seconds())
-            )
-        except RedisError:
-            log.exception("nonce store unavailable")
-            raise StoreUnavailableError(
-                "security_store_unavailable", "the replay-protection store is unavailable"
-            ) from None
-        return bool(fresh)
+    async def _write(
+        self,
+        batch: list[Pending],
+        now: datetime,  # noqa: ARG002 (Redis expires keys itself)
+        window: timedelta,
+    ) -> set[tuple[str, str]]:
+        seconds = int(window.total_seconds())
+        keys = list(dict.fromkeys((key_id, nonce) for key_id, nonce, _, _ in batch))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id, nonce in keys:
+                pipe.set(f"promoguard:nonce:{key_id}:{nonce}", 1, nx=True, ex=seconds)
+            answers = await pipe.execute()
+        return {key for key, fresh in zip(keys, answers, strict=True) if fresh}
