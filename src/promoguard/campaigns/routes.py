@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from promoguard.api import PROBLEMS, Actor, Svc, allow
+from promoguard.api import PROBLEMS, Actor, Services, Svc, allow
 from promoguard.campaigns import service
 from promoguard.campaigns.models import Campaign, CampaignStatus, CampaignVersion
 from promoguard.security.keys import Role
@@ -84,6 +85,16 @@ class CampaignPage(BaseModel):
 
 def _out(campaign: Campaign) -> CampaignOut:
     return CampaignOut.model_validate(campaign, from_attributes=True)
+
+
+async def _move(
+    svc: Services, move: Callable[..., Awaitable[Campaign]], **args: Any
+) -> CampaignOut:
+    """Run a lifecycle move in its transaction, then tell every worker what is live now."""
+    async with svc.db.write() as session:
+        out = _out(await move(session, **args))
+    await svc.live.announce()
+    return out
 
 
 def _version_out(version: CampaignVersion) -> VersionOut:
@@ -177,13 +188,9 @@ async def add_version(campaign_id: str, body: VersionIn, svc: Svc, actor: Actor)
     dependencies=[allow(Role.OPERATOR, route="campaign_activate")],
 )
 async def activate(campaign_id: str, body: ActivateIn, svc: Svc, actor: Actor) -> CampaignOut:
-    async with svc.db.write() as session:
-        campaign = await service.activate(
-            session, campaign_id=campaign_id, version=body.version, actor=actor
-        )
-        out = _out(campaign)
-    await svc.live.announce()
-    return out
+    return await _move(
+        svc, service.activate, campaign_id=campaign_id, version=body.version, actor=actor
+    )
 
 
 @router.post(
@@ -192,12 +199,7 @@ async def activate(campaign_id: str, body: ActivateIn, svc: Svc, actor: Actor) -
     dependencies=[allow(Role.OPERATOR, route="campaign_pause")],
 )
 async def pause(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> CampaignOut:
-    async with svc.db.write() as session:
-        out = _out(
-            await service.pause(session, campaign_id=campaign_id, actor=actor, reason=body.reason)
-        )
-    await svc.live.announce()
-    return out
+    return await _move(svc, service.pause, campaign_id=campaign_id, actor=actor, reason=body.reason)
 
 
 @router.post(
@@ -206,9 +208,4 @@ async def pause(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> Cam
     dependencies=[allow(Role.OPERATOR, route="campaign_end")],
 )
 async def end(campaign_id: str, body: ReasonIn, svc: Svc, actor: Actor) -> CampaignOut:
-    async with svc.db.write() as session:
-        out = _out(
-            await service.end(session, campaign_id=campaign_id, actor=actor, reason=body.reason)
-        )
-    await svc.live.announce()
-    return out
+    return await _move(svc, service.end, campaign_id=campaign_id, actor=actor, reason=body.reason)

@@ -76,6 +76,23 @@ async def _bump_stamp(session: AsyncSession) -> None:
     )
 
 
+async def _changed(
+    session: AsyncSession, campaign: Campaign, *, action: str, actor: str, detail: dict[str, Any]
+) -> Campaign:
+    """Finish a lifecycle move: stamp it so every worker reloads the live rules, and audit it."""
+    campaign.updated_at = utcnow()
+    await _bump_stamp(session)
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        subject_type="campaign",
+        subject_id=campaign.id,
+        detail=detail,
+    )
+    return campaign
+
+
 async def rules_stamp(session: AsyncSession) -> int:
     """The live rule set's version stamp: it goes up with every change to what is live."""
     value = await session.scalar(select(RulesStamp.value).where(RulesStamp.id == 1))
@@ -216,23 +233,19 @@ async def activate(
     target.state = VersionState.LIVE
     campaign.status = CampaignStatus.LIVE
     campaign.live_version = number
-    campaign.updated_at = utcnow()
     if campaign.kind == "coupon" and await session.get(CouponStock, campaign_id) is None:
         session.add(CouponStock(campaign_id=campaign_id, issued=0))
-    await _bump_stamp(session)
-    audit.record(
+    return await _changed(
         session,
-        actor=actor,
+        campaign,
         action="campaign.activated",
-        subject_type="campaign",
-        subject_id=campaign_id,
+        actor=actor,
         detail={
             "version": number,
             "before": before,
             "after": {"status": campaign.status, "live_version": number},
         },
     )
-    return campaign
 
 
 async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
@@ -246,14 +259,11 @@ async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: 
     before = {"status": campaign.status, "version_state": live.state}
     live.state = VersionState.PAUSED
     campaign.status = CampaignStatus.PAUSED
-    campaign.updated_at = utcnow()
-    await _bump_stamp(session)
-    audit.record(
+    return await _changed(
         session,
-        actor=actor,
+        campaign,
         action="campaign.paused",
-        subject_type="campaign",
-        subject_id=campaign_id,
+        actor=actor,
         detail={
             "version": campaign.live_version,
             "reason": reason,
@@ -261,7 +271,6 @@ async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: 
             "after": {"status": campaign.status, "version_state": live.state},
         },
     )
-    return campaign
 
 
 async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
@@ -274,14 +283,11 @@ async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: st
         live = await get_version(session, campaign_id=campaign_id, version=campaign.live_version)
         live.state = VersionState.ENDED
     campaign.status = CampaignStatus.ENDED
-    campaign.updated_at = utcnow()
-    await _bump_stamp(session)
-    audit.record(
+    return await _changed(
         session,
-        actor=actor,
+        campaign,
         action="campaign.ended",
-        subject_type="campaign",
-        subject_id=campaign_id,
+        actor=actor,
         detail={
             "version": campaign.live_version,
             "reason": reason,
@@ -289,7 +295,6 @@ async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: st
             "after": {"status": campaign.status},
         },
     )
-    return campaign
 
 
 async def list_campaigns(
