@@ -83,12 +83,15 @@ def format_minor(amount: int, currency: str = "CNY") -> str:
 def formatter(currency: str) -> Callable[[int], str]:
     """A fast :func:`format_minor` bound to one currency, for code that formats a lot."""
     exp = minor_exponent(currency)
-    scale = 10**exp
+    if not exp:
+        return str
 
     def fmt(amount: int) -> str:
-        sign = "-" if amount < 0 else ""
-        whole, frac = divmod(abs(amount), scale)
-        return f"{sign}{whole}.{frac:0{exp}d}" if exp else f"{sign}{whole}"
+        # Digits and a cut, not divmod and a format spec: the engine formats on every quote.
+        if amount < 0:
+            return "-" + fmt(-amount)
+        digits = str(amount).rjust(exp + 1, "0")
+        return f"{digits[:-exp]}.{digits[-exp:]}"
 
     return fmt
 
