@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
-from promoguard.promotions.model import Cart
+from promoguard.promotions.model import Cart, FrozenInput
+from promoguard.promotions.rules import Label
 
 __all__ = [
     "CustomerFacts",
@@ -16,16 +17,8 @@ __all__ = [
     "RefundLine",
 ]
 
-Label = Annotated[str, Field(min_length=1, max_length=128)]
 
-
-class _In(BaseModel):
-    # Strip like the engine's models do, so "  " is refused here (422) and not by the engine's
-    # Customer later, which was a 500.
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class CustomerFacts(_In):
+class CustomerFacts(FrozenInput):
     """Facts about the customer. Until the identity ledger (a later issue) decides first-order
     eligibility itself, the shop asserts it here; coupons are never asserted, they come from the
     customer's wallet."""
@@ -36,7 +29,7 @@ class CustomerFacts(_In):
     groups: list[Label] = Field(default_factory=list, max_length=50)
 
 
-class QuoteRequest(_In):
+class QuoteRequest(FrozenInput):
     """Price this cart for this customer, using these coupons from their wallet."""
 
     customer: CustomerFacts
@@ -46,20 +39,20 @@ class QuoteRequest(_In):
     )
 
 
-class OrderIn(_In):
+class OrderIn(FrozenInput):
     """Commit a quote into an order."""
 
     quote_token: str = Field(min_length=10, max_length=200_000)
 
 
-class RefundLine(_In):
+class RefundLine(FrozenInput):
     """Refund ``quantity`` units of the line with this SKU."""
 
     sku: Label
     quantity: int = Field(ge=1, le=10_000)
 
 
-class OrderEventIn(_In):
+class OrderEventIn(FrozenInput):
     """Something that happened to an order in the shop."""
 
     type: Literal["paid", "shipped", "cancelled", "refunded"]

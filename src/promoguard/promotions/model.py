@@ -15,13 +15,14 @@ from typing import Annotated, Any, NamedTuple, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promoguard.money import format_minor
-from promoguard.promotions.rules import Layer
+from promoguard.promotions.rules import Label, Layer
 
 __all__ = [
     "Cart",
     "CartLine",
     "Customer",
     "Explanation",
+    "FrozenInput",
     "GuardTrip",
     "LineDiscount",
     "OrderDiscount",
@@ -29,14 +30,15 @@ __all__ = [
     "QuoteLine",
 ]
 
-Label = Annotated[str, Field(min_length=1, max_length=128)]
 
+class FrozenInput(BaseModel):
+    """Base of every input model: unknown fields refused, immutable, strings stripped (so a
+    blank name is refused at the boundary, not deeper in)."""
 
-class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-class CartLine(_Input):
+class CartLine(FrozenInput):
     """One SKU at its list unit price; ``floor_price`` is the lowest unit price the shop allows."""
 
     sku: Label
@@ -58,7 +60,7 @@ class CartLine(_Input):
         return value  # anything else is for the field's own validation to refuse
 
 
-class Cart(_Input):
+class Cart(FrozenInput):
     """The lines to price, in one currency; a SKU appears on one line only."""
 
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
@@ -74,7 +76,7 @@ class Cart(_Input):
         return self
 
 
-class Customer(_Input):
+class Customer(FrozenInput):
     """Facts about the customer, decided by trusted services; the engine never infers them."""
 
     id: Label
