@@ -31,18 +31,23 @@ POSTGRES_URL = os.environ.get(
 SECRET = "test-secret-0123456789abcdef"
 
 
+def _unreachable(service: str, url: str, exc: Exception) -> None:
+    """Skip with a message saying why, or fail when CI requires the services."""
+    message = (
+        f"{service} is not reachable at {url} ({exc.__class__.__name__}): "
+        f"the {service} integration tests are skipped. Start it (see README) or run .ci/run."
+    )
+    if os.environ.get("PROMOGUARD_REQUIRE_SERVICES") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def _postgres_or_skip() -> None:
     plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
         psycopg.connect(plain, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
-        message = (
-            f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.__class__.__name__}): "
-            "the PostgreSQL integration tests are skipped. Start it (see README) or run .ci/run."
-        )
-        if os.environ.get("PROMOGUARD_REQUIRE_SERVICES") == "1":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _unreachable("PostgreSQL", POSTGRES_URL, exc)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -126,11 +131,5 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
-        message = (
-            f"Redis is not reachable at {REDIS_URL} ({exc.__class__.__name__}): "
-            "the Redis integration tests are skipped. Start it (see README) or run .ci/run."
-        )
-        if os.environ.get("PROMOGUARD_REQUIRE_SERVICES") == "1":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _unreachable("Redis", REDIS_URL, exc)
     return REDIS_URL
