@@ -91,7 +91,7 @@ async def _held_coupons(session: AsyncSession, customer_id: str, wanted: list[st
 
 
 async def _price(
-    session: AsyncSession,
+    session: AsyncSession | None,
     *,
     ruleset: RuleSet,
     stamp: int,
@@ -100,10 +100,14 @@ async def _price(
     coupons: list[str],
     now: datetime,
 ) -> Priced:
-    held = await _held_coupons(session, facts.id, coupons)
+    """Price with the customer's wallet and flash-sale use read from ``session`` (None: the
+    request names no coupons and no flash sale is live, so there is nothing to read)."""
+    held: set[str] = set()
     used: dict[str, int] = {}
-    if "flash_sale" in ruleset.kinds:
-        used = await usage_counts(session, customer_id=facts.id, prefix=FLASH)
+    if session is not None:
+        held = await _held_coupons(session, facts.id, coupons)
+        if "flash_sale" in ruleset.kinds:
+            used = await usage_counts(session, customer_id=facts.id, prefix=FLASH)
     customer = Customer(
         id=facts.id,
         member_tier=facts.member_tier,
@@ -216,15 +220,8 @@ class Checkout:
         if request.coupons or "flash_sale" in ruleset.kinds:
             async with self._db.read() as session:
                 priced = await self._priced(session, ruleset, snapshot.stamp, request, now)
-        else:
-            customer = Customer(
-                id=request.customer.id,
-                member_tier=request.customer.member_tier,
-                first_order=request.customer.first_order,
-                groups=frozenset(request.customer.groups),
-            )
-            quote = ruleset.quote(request.cart, customer, now)
-            priced = Priced(quote, customer, snapshot.stamp, ruleset)
+        else:  # the hot path: nothing to read, no transaction
+            priced = await self._priced(None, ruleset, snapshot.stamp, request, now)
         quote_id = str(uuid.uuid4())
         exp = now + self._ttl
         claims = {
@@ -240,7 +237,7 @@ class Checkout:
 
     async def _priced(
         self,
-        session: AsyncSession,
+        session: AsyncSession | None,
         ruleset: RuleSet,
         stamp: int,
         request: QuoteRequest,
