@@ -45,6 +45,33 @@ class Settings(BaseSettings):
         description='{route: {scope: "N/period"}}; scopes: key, ip, customer, route; "*" = all',
     )
 
+    reservation_ttl_seconds: int = Field(
+        default=1800,
+        ge=10,
+        le=7 * 86_400,
+        description="an unpaid order's stock, budget and limits are released after this",
+    )
+    sweep_interval_seconds: float = Field(
+        default=30, gt=0, le=3600, description="how often a worker runs the sweeper"
+    )
+    default_region: str = Field(
+        default="CN", pattern=r"^[A-Z]{2}$", description="region of phone numbers without +"
+    )
+    member_tiers_url: str | None = Field(
+        default=None,
+        description="base URL of the member-tier service; unset: the shop's asserted tier is used",
+    )
+    inventory_url: str | None = Field(default=None, description="base URL of the inventory service")
+    dependency_timeout_ms: int = Field(
+        default=300, ge=10, le=30_000, description="timeout of one call to a dependency"
+    )
+    breaker_threshold: int = Field(
+        default=5, ge=1, le=1000, description="failures in a row that open a breaker"
+    )
+    breaker_reset_seconds: float = Field(
+        default=10, gt=0, le=3600, description="how long an open breaker waits before a trial"
+    )
+
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:
         if self.environment == "production" and self.secret_key == DEVELOPMENT_SECRET:
