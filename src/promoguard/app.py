@@ -3,36 +3,41 @@ an RFC 9457 problem. Nothing happens at import time."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from redis.asyncio import Redis
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from promoguard import __version__
-from promoguard.api import Services
+from promoguard.api import Services, allow
 from promoguard.campaigns.live import LiveRules
 from promoguard.campaigns.routes import router as campaigns_router
 from promoguard.coupons.routes import router as coupons_router
 from promoguard.errors import PromoguardError
+from promoguard.members.clients import build_dependencies
+from promoguard.metrics import metrics_response, new_registry
 from promoguard.orders.routes import router as orders_router
 from promoguard.orders.service import Checkout
 from promoguard.promotions.engine import PricingPolicy
 from promoguard.security.guard import Guard
+from promoguard.security.keys import Role
 from promoguard.security.nonces import DatabaseNonces, RedisNonces
 from promoguard.security.ratelimit import RateLimits
 from promoguard.security.routes import router as audit_router
 from promoguard.settings import Settings
+from promoguard.store.counters import RedisCounters, SqlCounters
 from promoguard.store.db import Database
 
 __all__ = ["create_app", "problem"]
@@ -118,6 +123,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem(500, "internal_error", "something went wrong on our side; it is logged")
 
 
+async def _sweep_forever(checkout: Checkout, interval: float) -> None:
+    """Run the sweeper every ``interval`` seconds (each worker does; the sweeps are safe to
+    overlap). A failing sweep is logged and tried again next time."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            report = await checkout.sweep(datetime.now(UTC))
+        except Exception:
+            log.exception("sweep failed")
+        else:
+            if any(report.values()):
+                log.info("swept: %s", report)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the promoguard API for ``settings`` (from the environment when omitted)."""
     settings = settings or Settings()
@@ -129,11 +148,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         live = LiveRules(db, policy, settings.rules_refresh_seconds, redis=redis)
         await live.start()
+        # A registry per lifespan: a test client may start the same app more than once.
+        app.state.registry = registry = new_registry()
+        deps = build_dependencies(settings, registry)
         checkout = Checkout(
             db,
             live,
             secret=settings.secret_key,
             quote_ttl=timedelta(seconds=settings.quote_ttl_seconds),
+            counters=(
+                RedisCounters(redis, settings.redis_prefix) if redis is not None else SqlCounters()
+            ),
+            tiers=deps.tiers,
+            inventory=deps.inventory if settings.inventory_url else None,
+            region=settings.default_region,
+            reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
         )
         guard = Guard(
             db=db,
@@ -151,10 +180,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # way, or full collections of these objects show up as 100+ ms pauses in p99 latency.
         gc.collect()
         gc.freeze()
+        sweeper = asyncio.create_task(_sweep_forever(checkout, settings.sweep_interval_seconds))
         try:
             yield
         finally:
+            sweeper.cancel()
             await live.stop()
+            await deps.aclose()
             if redis is not None:
                 await redis.aclose()
             await db.dispose()
@@ -170,6 +202,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orders_router)
     app.include_router(coupons_router)
     app.include_router(audit_router)
+
+    metrics_gate = (
+        [allow(*(Role(r) for r in settings.metrics_roles), route="metrics")]
+        if settings.metrics_roles
+        else []
+    )
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics (text exposition format)",
+        dependencies=metrics_gate,
+        response_class=PlainTextResponse,
+    )
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request.app.state.registry)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def health() -> dict[str, str]:

@@ -362,6 +362,81 @@ def serve(
     )
 
 
+@app.command()
+def sweep(
+    at: Annotated[
+        datetime | None,
+        typer.Option(help="sweep as if it were this time (ISO 8601 with offset); default now"),
+    ] = None,
+) -> None:
+    """Expire unpaid orders past the reservation time and groups past their time limit, now.
+
+    Every `serve` worker also does this every PROMOGUARD_SWEEP_INTERVAL_SECONDS.
+    """
+    import asyncio  # noqa: PLC0415
+    from datetime import timedelta  # noqa: PLC0415
+
+    from redis.asyncio import Redis  # noqa: PLC0415
+
+    from promoguard.campaigns.live import LiveRules  # noqa: PLC0415
+    from promoguard.orders.service import Checkout  # noqa: PLC0415
+    from promoguard.promotions.engine import PricingPolicy  # noqa: PLC0415
+    from promoguard.store.counters import RedisCounters, SqlCounters  # noqa: PLC0415
+    from promoguard.store.db import Database  # noqa: PLC0415
+
+    console, err = Console(), Console(stderr=True)
+    settings = _settings(err)
+    when = at or datetime.now(UTC)
+    if when.tzinfo is None:
+        err.print("[red]error:[/] --at needs a UTC offset, e.g. 2026-11-11T00:30:00+08:00")
+        raise typer.Exit(EXIT_INVALID)
+
+    async def run() -> dict[str, int]:
+        db = Database(settings.database_url)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        try:
+            checkout = Checkout(
+                db,
+                LiveRules(db, PricingPolicy(), settings.rules_refresh_seconds),
+                secret=settings.secret_key,
+                quote_ttl=timedelta(seconds=settings.quote_ttl_seconds),
+                counters=(RedisCounters(redis, settings.redis_prefix) if redis else SqlCounters()),
+                reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            )
+            return await checkout.sweep(when)
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await db.dispose()
+
+    report = asyncio.run(run())
+    table = Table("swept", "count", title=f"sweep at {when.isoformat()}")
+    for name, count in report.items():
+        table.add_row(name.replace("_", " "), str(count))
+    console.print(table)
+
+
+@app.command("member-service")
+def member_service(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8091,
+    tiers: Annotated[
+        Path | None,
+        typer.Option(help='JSON {"tiers": {customer: tier}, "stock": {sku: n}}', exists=True),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the fault injection")] = None,
+) -> None:
+    """Run the reference member-tier and inventory service (for the demo, tests and trials).
+
+    Point PROMOGUARD_MEMBER_TIERS_URL and PROMOGUARD_INVENTORY_URL at it. PUT /v1/faults
+    injects delays, errors or an outage.
+    """
+    from promoguard.members.reference import run_reference  # noqa: PLC0415
+
+    Console().print(f"reference member-tier and inventory service on http://{host}:{port}")
+    run_reference(host, port, tiers, seed=seed)
+
+
 def _version(value: bool) -> None:
     if value:
         Console().print(f"promoguard {__version__}")

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         description="sqlite:///path.db (default) or postgresql+psycopg://user@host/db",
     )
     redis_url: str | None = Field(default=None, description="redis://host:6379/0 when scaled")
+    redis_prefix: str = Field(
+        default="promoguard:", max_length=64, description="prefix of every key promoguard writes"
+    )
     secret_key: str = Field(default=DEVELOPMENT_SECRET, min_length=16)
     quote_ttl_seconds: int = Field(default=900, ge=10, le=86_400)
     rules_refresh_seconds: float = Field(
@@ -45,6 +48,11 @@ class Settings(BaseSettings):
         description='{route: {scope: "N/period"}}; scopes: key, ip, customer, route; "*" = all',
     )
 
+    metrics_roles: list[str] = Field(
+        default_factory=list,
+        description="roles whose key may read /metrics; empty: open (scrapers usually sit "
+        "inside the network)",
+    )
     reservation_ttl_seconds: int = Field(
         default=1800,
         ge=10,

@@ -256,4 +256,5 @@ def test_a_flash_sale_per_user_limit_holds_under_concurrency(settings, client, i
     assert [d["rule_id"] for d in placed["discounts"]] == ["fs"]
     assert count(settings, "orders") == 1
     assert count(settings, "redemptions", "kind = 'flash_sale' AND units = 1") == 1
-    assert count(settings, "customer_usage", "counter = 'units:fs' AND used = 1") == 1
+    assert count(settings, "counters", "key = 'units:fs:fan' AND used = 1") == 1
+    assert count(settings, "counters", "key = 'stock:fs' AND used = 1") == 1

@@ -219,7 +219,7 @@ def test_no_route_is_left_open_by_accident(settings):
     checked = 0
     with TestClient(app) as client:
         for path, operations in app.openapi()["paths"].items():
-            if path == "/healthz":
+            if path in ("/healthz", "/metrics"):  # open by default; see the next test
                 continue
             concrete = path.replace("{", "").replace("}", "")  # any value will do
             for method in operations:
@@ -229,7 +229,7 @@ def test_no_route_is_left_open_by_accident(settings):
                     "authentication_required",
                 ), (method, path)
                 checked += 1
-    routes = [r for r in _api_routes(app.routes) if r.path != "/healthz"]
+    routes = [r for r in _api_routes(app.routes) if r.path not in ("/healthz", "/metrics")]
     undeclared = [
         r.path
         for r in routes
@@ -237,6 +237,20 @@ def test_no_route_is_left_open_by_accident(settings):
     ]
     assert undeclared == []
     assert checked == sum(len(r.methods) for r in routes) >= 17
+
+
+def test_metrics_can_be_closed_to_all_but_some_roles(settings):
+    closed = settings.model_copy(update={"metrics_roles": ["auditor"]})
+    with TestClient(create_app(settings)) as open_, TestClient(create_app(closed)) as shut:
+        assert open_.get("/metrics").status_code == 200
+        assert "promoguard_breaker_state" in open_.get("/metrics").text
+        assert shut.get("/metrics").json()["code"] == "authentication_required"
+        key_id, secret = make_key(closed, "auditor")
+        signed = signing.sign(key_id=key_id, secret=secret, method="GET", path="/metrics")
+        assert shut.get("/metrics", headers=signed).status_code == 200
+        key_id, secret = make_key(closed, "storefront")
+        signed = signing.sign(key_id=key_id, secret=secret, method="GET", path="/metrics")
+        assert shut.get("/metrics", headers=signed).json()["code"] == "role_forbidden"
 
 
 def test_redis_stores_nonces_and_limits_for_every_worker(settings, redis_url):

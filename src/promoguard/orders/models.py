@@ -6,14 +6,29 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from promoguard.store.db import Base, UTCDateTime, utcnow
 
 __all__ = [
+    "BuyGroup",
+    "Counter",
     "CustomerUsage",
+    "GroupMember",
+    "GroupMemberSignal",
+    "GroupState",
     "IdempotencyRecord",
+    "IdentityMark",
     "LineAllocation",
     "Order",
     "OrderDiscountRow",
@@ -22,6 +37,9 @@ __all__ = [
     "OrderStatus",
     "QuoteRecord",
     "Redemption",
+    "RefundRequest",
+    "Reservation",
+    "ReservationState",
 ]
 
 _BIGINT = BigInteger().with_variant(Integer, "sqlite")
@@ -36,6 +54,8 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    EXPIRED = "expired"
+    """Never paid within the reservation time: the sweeper released what it held."""
 
 
 class QuoteRecord(Base):
@@ -183,4 +203,116 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Counter(Base):
+    """A named amount used against a limit (flash-sale stock, a budget, a per-customer cap),
+    raised only by a conditional upsert so the limit holds whatever the concurrency. With Redis
+    configured the counters live in Redis instead; :class:`Reservation` rows are the record."""
+
+    __tablename__ = "counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    used: Mapped[int] = mapped_column(_BIGINT, default=0)
+
+
+class ReservationState(StrEnum):
+    """A reservation's life (DESIGN.md)."""
+
+    RESERVED = "reserved"
+    CONFIRMED = "confirmed"
+    RELEASED = "released"
+
+
+class Reservation(Base):
+    """What one order took from one counter: reserved at checkout, confirmed on payment,
+    released on cancellation or when the order expires unpaid."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_due", "state", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    key: Mapped[str] = mapped_column(String(200), index=True)
+    amount: Mapped[int] = mapped_column(_BIGINT)
+    state: Mapped[str] = mapped_column(String(16), default=ReservationState.RESERVED)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdentityMark(Base):
+    """One identity signal (a hashed phone, device, payment fingerprint, address or account)
+    seen on one order. An identity with a mark has ordered before; cancelled and expired
+    orders lose their marks."""
+
+    __tablename__ = "identity_marks"
+
+    signal: Mapped[str] = mapped_column(String(80), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), primary_key=True, index=True)
+    customer_id: Mapped[str] = mapped_column(String(128), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GroupState(StrEnum):
+    """A buying group's life."""
+
+    OPEN = "open"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+
+
+class BuyGroup(Base):
+    """A group-buy (拼团) group: complete when ``size`` distinct identities have all paid."""
+
+    __tablename__ = "buy_groups"
+    __table_args__ = (Index("ix_buy_groups_due", "state", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    leader_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default=GroupState.OPEN)
+    members: Mapped[int] = mapped_column(Integer, default=0)
+    paid: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class GroupMember(Base):
+    """A customer in a group, and the order they bought with at the group price."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("buy_groups.id"), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    order_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    paid: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GroupMemberSignal(Base):
+    """A member's identity signals: the key makes one identity join a group only once."""
+
+    __tablename__ = "group_member_signals"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("buy_groups.id"), primary_key=True)
+    signal: Mapped[str] = mapped_column(String(80), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+
+
+class RefundRequest(Base):
+    """A refund handed over to the payout path (the remediation issue pays it), once per
+    (order, cause) whatever the retries."""
+
+    __tablename__ = "refund_requests"
+    __table_args__ = (UniqueConstraint("order_id", "cause"),)
+
+    id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    cause: Mapped[str] = mapped_column(String(120))
+    amount: Mapped[int] = mapped_column(_BIGINT)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

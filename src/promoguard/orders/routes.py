@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 
 from promoguard.api import PROBLEMS, Svc, allow, now
 from promoguard.errors import BadRequestError
-from promoguard.orders.schemas import OrderEventIn, OrderIn, QuoteRequest
+from promoguard.orders.schemas import GroupJoin, GroupOpen, OrderEventIn, OrderIn, QuoteRequest
 from promoguard.orders.service import request_hash
 from promoguard.security.keys import Role
 
@@ -84,3 +84,40 @@ async def read_order(order_id: Id, svc: Svc) -> dict[str, Any]:
 )
 async def order_event(order_id: Id, body: OrderEventIn, svc: Svc) -> dict[str, Any]:
     return await svc.checkout.apply_event(order_id, body, now())
+
+
+@router.post(
+    "/v1/groups",
+    status_code=201,
+    summary="Open a group-buy group (拼团), the customer taking the first place",
+    dependencies=[allow(Role.STOREFRONT, route="group_open")],
+)
+async def open_group(body: GroupOpen, svc: Svc) -> dict[str, Any]:
+    return await svc.checkout.open_group(body.rule_id, body.customer, now())
+
+
+@router.post(
+    "/v1/groups/{group_id}/members",
+    summary="Join an open group (one place per identity)",
+    dependencies=[allow(Role.STOREFRONT, route="group_join")],
+)
+async def join_group(group_id: Id, body: GroupJoin, svc: Svc) -> dict[str, Any]:
+    return await svc.checkout.join_group(group_id, body.customer, now())
+
+
+@router.get(
+    "/v1/groups/{group_id}",
+    summary="A group with its members and state",
+    dependencies=[allow(Role.STOREFRONT, Role.OPERATOR, Role.AUDITOR, route="group_read")],
+)
+async def read_group(group_id: Id, svc: Svc) -> dict[str, Any]:
+    return await svc.checkout.get_group(group_id)
+
+
+@router.get(
+    "/v1/customers/{customer_id}/identity",
+    summary="Accounts the identity ledger links to this customer",
+    dependencies=[allow(Role.OPERATOR, Role.AUDITOR, route="identity_read")],
+)
+async def read_identity(customer_id: Id, svc: Svc) -> dict[str, Any]:
+    return await svc.checkout.linked_accounts(customer_id)

@@ -11,6 +11,8 @@ from promoguard.promotions.rules import Label
 
 __all__ = [
     "CustomerFacts",
+    "GroupJoin",
+    "GroupOpen",
     "OrderEventIn",
     "OrderIn",
     "QuoteRequest",
@@ -19,14 +21,27 @@ __all__ = [
 
 
 class CustomerFacts(FrozenInput):
-    """Facts about the customer. Until the identity ledger (a later issue) decides first-order
-    eligibility itself, the shop asserts it here; coupons are never asserted, they come from the
-    customer's wallet."""
+    """Who the customer is. First-order eligibility and group membership are never asserted:
+    promoguard decides them from its identity ledger and its groups. The member tier is asked of
+    the member-tier service when one is configured, else the shop's ``member_tier`` is used.
+    Coupons come from the customer's wallet."""
 
     id: Label
     member_tier: Label | None = None
-    first_order: bool = Field(default=False, strict=True)
-    groups: list[Label] = Field(default_factory=list, max_length=50)
+    phone: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=32,
+        description="any common format; without + it is read in the configured region",
+    )
+    device_id: str | None = Field(default=None, min_length=4, max_length=128)
+    payment_fingerprint: str | None = Field(
+        default=None,
+        min_length=4,
+        max_length=128,
+        description="the payment provider's card or account fingerprint",
+    )
+    address: str | None = Field(default=None, min_length=4, max_length=500)
 
 
 class QuoteRequest(FrozenInput):
@@ -64,3 +79,16 @@ class OrderEventIn(FrozenInput):
     at: AwareDatetime | None = Field(
         default=None, description="when it happened, with its UTC offset; default now"
     )
+
+
+class GroupOpen(FrozenInput):
+    """Open a group of a live group-buy rule, the customer taking its first place."""
+
+    rule_id: Label
+    customer: CustomerFacts
+
+
+class GroupJoin(FrozenInput):
+    """Take a place in an open group."""
+
+    customer: CustomerFacts

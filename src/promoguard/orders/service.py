@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import insert, select, update
@@ -25,8 +25,25 @@ from promoguard import audit
 from promoguard.campaigns.live import LiveRules
 from promoguard.coupons.models import CouponState, IssuedCoupon
 from promoguard.errors import ConflictError, InvalidError, NotFoundError, PromoguardError
-from promoguard.orders import tokens
+from promoguard.orders import groups, tokens
+from promoguard.orders.guards import (
+    Need,
+    flash_units_key,
+    limited_rules,
+    refusal_detail,
+    takes,
+    unfit,
+)
+from promoguard.orders.identity import (
+    Identity,
+    first_order_eligible,
+    forget_order,
+    linked_accounts,
+    mark_order,
+)
 from promoguard.orders.models import (
+    BuyGroup,
+    GroupMember,
     IdempotencyRecord,
     LineAllocation,
     Order,
@@ -36,20 +53,22 @@ from promoguard.orders.models import (
     OrderStatus,
     QuoteRecord,
     Redemption,
+    Reservation,
+    ReservationState,
 )
-from promoguard.orders.schemas import CustomerFacts, OrderEventIn, QuoteRequest
-from promoguard.orders.usage import bump_usage, release_usage, usage_counts
+from promoguard.orders.schemas import OrderEventIn, QuoteRequest
 from promoguard.promotions.engine import RuleSet
-from promoguard.promotions.model import Cart, Customer, Quote
-from promoguard.promotions.rules import FlashSale
+from promoguard.promotions.model import Customer, Quote
+from promoguard.promotions.rules import FlashSale, GroupBuy
+from promoguard.store.counters import Counters, Part, SqlCounters
 from promoguard.store.db import Database
 
 __all__ = ["Checkout", "order_view", "request_hash"]
 
 log = logging.getLogger(__name__)
 
-FLASH = "units:"
-"""Prefix of the per-customer counters of flash-sale units bought."""
+_READS_KINDS = frozenset({"flash_sale", "first_order", "group_buy"})
+"""Kinds whose facts a quote must read from the store."""
 
 
 def request_hash(body: bytes) -> str:
@@ -65,6 +84,8 @@ class Priced:
     customer: Customer
     stamp: int
     ruleset: RuleSet
+    identity: Identity
+    degraded: tuple[str, ...] = ()
 
 
 async def _held_coupons(session: AsyncSession, customer_id: str, wanted: list[str]) -> set[str]:
@@ -90,35 +111,6 @@ async def _held_coupons(session: AsyncSession, customer_id: str, wanted: list[st
     return held
 
 
-async def _price(
-    session: AsyncSession | None,
-    *,
-    ruleset: RuleSet,
-    stamp: int,
-    cart: Cart,
-    facts: CustomerFacts,
-    coupons: list[str],
-    now: datetime,
-) -> Priced:
-    """Price with the customer's wallet and flash-sale use read from ``session`` (None: the
-    request names no coupons and no flash sale is live, so there is nothing to read)."""
-    held: set[str] = set()
-    used: dict[str, int] = {}
-    if session is not None:
-        held = await _held_coupons(session, facts.id, coupons)
-        if "flash_sale" in ruleset.kinds:
-            used = await usage_counts(session, customer_id=facts.id, prefix=FLASH)
-    customer = Customer(
-        id=facts.id,
-        member_tier=facts.member_tier,
-        first_order=facts.first_order,
-        groups=frozenset(facts.groups),
-        coupons=frozenset(held),
-        flash_sale_used=used,
-    )
-    return Priced(ruleset.quote(cart, customer, now), customer, stamp, ruleset)
-
-
 def _quote_view(
     priced: Priced, quote_id: str, token: str, now: datetime, exp: datetime
 ) -> dict[str, Any]:
@@ -126,6 +118,7 @@ def _quote_view(
         "quote_id": quote_id,
         **priced.quote.as_dict(),
         "rules_stamp": priced.stamp,
+        "degraded": list(priced.degraded),
         "priced_at": now.isoformat(),
         "expires_at": exp.isoformat(),
         "quote_token": token,
@@ -202,14 +195,68 @@ def order_view(order: Order) -> dict[str, Any]:
     )
 
 
-class Checkout:
-    """The quote and order use cases, wired to a database, the live rules and the secret."""
+class TierSource(Protocol):
+    """Where member tiers come from (see :mod:`promoguard.members.clients`)."""
 
-    def __init__(self, db: Database, live: LiveRules, *, secret: str, quote_ttl: timedelta) -> None:
+    async def tier(self, customer_id: str, asserted: str | None) -> Any:
+        """The customer's tier as a ``(tier, known)`` pair; never raises."""
+
+
+class StockSource(Protocol):
+    """Where live stock levels come from (see :mod:`promoguard.members.clients`)."""
+
+    async def available(self, skus: Sequence[str]) -> dict[str, int] | None:
+        """Units available per SKU; None when the answer could not be had."""
+
+
+class _Asserted:
+    """No member-tier service: the shop's asserted tier is used."""
+
+    async def tier(self, customer_id: str, asserted: str | None) -> tuple[str | None, bool]:  # noqa: ARG002
+        return asserted, True
+
+
+class Checkout:
+    """The quote and order use cases, wired to a database, the live rules, the run-time
+    counters and the secret."""
+
+    def __init__(
+        self,
+        db: Database,
+        live: LiveRules,
+        *,
+        secret: str,
+        quote_ttl: timedelta,
+        counters: Counters | None = None,
+        tiers: TierSource | None = None,
+        inventory: StockSource | None = None,
+        region: str = "CN",
+        reservation_ttl: timedelta = timedelta(minutes=30),
+        refunds: groups.RefundHandover | None = None,
+    ) -> None:
         self._db = db
         self._live = live
         self._secret = secret
         self._ttl = quote_ttl
+        self.counters = counters or SqlCounters()
+        self._tiers = tiers or _Asserted()
+        self._inventory = inventory
+        self._region = region
+        self.reservation_ttl = reservation_ttl
+        self.refunds = refunds or groups.RecordedRefunds()
+        self._limited: tuple[RuleSet | None, bool] = (None, False)
+
+    def identity(self, facts: Any) -> Identity:
+        """The customer's hashed identity signals (validates the phone number)."""
+        return Identity(facts, secret=self._secret, region=self._region)
+
+    def _reads(self, ruleset: RuleSet) -> bool:
+        """Whether quoting under ``ruleset`` must read the store (cached per rule set)."""
+        cached, reads = self._limited
+        if cached is not ruleset:
+            reads = bool(ruleset.kinds & _READS_KINDS) or bool(limited_rules(ruleset))
+            self._limited = (ruleset, reads)
+        return reads
 
     # -- quotes -----------------------------------------------------------------------------
 
@@ -217,40 +264,127 @@ class Checkout:
         """Price a cart under the live rules and sign the result."""
         snapshot = await self._live.current()
         ruleset = snapshot.ruleset
-        if request.coupons or "flash_sale" in ruleset.kinds:
+        identity = self.identity(request.customer)
+        tier, degraded = await self._tier(ruleset, request)
+        if request.coupons or self._reads(ruleset):
             async with self._db.read() as session:
-                priced = await self._priced(session, ruleset, snapshot.stamp, request, now)
+                priced = await self._price(
+                    session,
+                    ruleset=ruleset,
+                    stamp=snapshot.stamp,
+                    request=request,
+                    identity=identity,
+                    tier=tier,
+                    now=now,
+                )
         else:  # the hot path: nothing to read, no transaction
-            priced = await self._priced(None, ruleset, snapshot.stamp, request, now)
+            priced = await self._price(
+                None,
+                ruleset=ruleset,
+                stamp=snapshot.stamp,
+                request=request,
+                identity=identity,
+                tier=tier,
+                now=now,
+            )
+        availability: dict[str, int] = {}
+        if self._inventory is not None:
+            stock = await self._inventory.available([line.sku for line in request.cart.lines])
+            if stock is None:
+                degraded += ("inventory",)
+            else:
+                availability = stock
+        if degraded:
+            priced = replace(priced, degraded=degraded)
         quote_id = str(uuid.uuid4())
         exp = now + self._ttl
         claims = {
             "qid": quote_id,
             "req": request.model_dump(mode="json"),
+            "tier": tier,
             "total": priced.quote.total,
             "stamp": priced.stamp,
             "iat": now.isoformat(),
             "exp": int(exp.timestamp()),
         }
         token = tokens.sign(claims, self._secret)
-        return _quote_view(priced, quote_id, token, now, exp)
+        view = _quote_view(priced, quote_id, token, now, exp)
+        if self._inventory is not None:
+            view["availability"] = availability
+        return view
 
-    async def _priced(
+    async def _tier(
+        self, ruleset: RuleSet, request: QuoteRequest
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The member tier to price with, and what could not be checked. The tier travels in
+        the signed quote token, so checkout does not ask the service again."""
+        asserted = request.customer.member_tier
+        if "member_price" not in ruleset.kinds:
+            return asserted, ()
+        tier, known = await self._tiers.tier(request.customer.id, asserted)
+        # Unknown tier: price as no member at all — never a member price that was not checked.
+        return (tier, ()) if known else (None, ("member_tiers",))
+
+    async def _price(
         self,
         session: AsyncSession | None,
+        *,
         ruleset: RuleSet,
         stamp: int,
         request: QuoteRequest,
+        identity: Identity,
+        tier: str | None,
         now: datetime,
     ) -> Priced:
-        return await _price(
-            session,
-            ruleset=ruleset,
-            stamp=stamp,
-            cart=request.cart,
-            facts=request.customer,
-            coupons=list(request.coupons),
-            now=now,
+        """Price with the facts promoguard decides: the wallet, first-order eligibility, open
+        group places and flash-sale use, read from ``session`` (None: nothing to read). A
+        discount whose stock, budget or limit is used up is left out with the reason."""
+        facts = request.customer
+        customer = Customer(id=facts.id, member_tier=tier)
+        if session is not None:
+            customer = await self._customer(
+                session, ruleset=ruleset, request=request, identity=identity, tier=tier, now=now
+            )
+        quote = ruleset.quote(request.cart, customer, now)
+        if session is not None and quote.discounts and self._reads(ruleset):
+            needs = takes(quote, ruleset, identity, customer)
+            levels = await self.counters.levels(session, {t.key for _, t in needs})
+            if blocked := unfit(needs, levels):
+                customer = customer.model_copy(update={"unavailable": blocked})
+                quote = ruleset.quote(request.cart, customer, now)
+        return Priced(quote, customer, stamp, ruleset, identity)
+
+    async def _customer(
+        self,
+        session: AsyncSession,
+        *,
+        ruleset: RuleSet,
+        request: QuoteRequest,
+        identity: Identity,
+        tier: str | None,
+        now: datetime,
+    ) -> Customer:
+        facts = request.customer
+        kinds = ruleset.kinds
+        held = await _held_coupons(session, facts.id, list(request.coupons))
+        used: dict[str, int] = {}
+        if "flash_sale" in kinds:
+            flash = [c.id for c in ruleset.rules if c.kind == "flash_sale"]
+            levels = await self.counters.levels(
+                session, [flash_units_key(rule, facts.id) for rule in flash]
+            )
+            used = {rule: levels[flash_units_key(rule, facts.id)] for rule in flash}
+        first = "first_order" in kinds and await first_order_eligible(session, identity)
+        places: set[str] = set()
+        if "group_buy" in kinds:
+            places = await groups.open_memberships(session, facts.id, now)
+        return Customer(
+            id=facts.id,
+            member_tier=tier,
+            first_order=first,
+            groups=frozenset(places),
+            coupons=frozenset(held),
+            flash_sale_used=used,
         )
 
     # -- orders -----------------------------------------------------------------------------
@@ -272,6 +406,7 @@ class Checkout:
             raise
         request = QuoteRequest.model_validate(claims["req"])
         snapshot = await self._live.current()
+        order_id = str(uuid.uuid4())
         try:
             async with self._db.write() as session:
                 existing = await session.get(IdempotencyRecord, ("orders", key))
@@ -279,6 +414,7 @@ class Checkout:
                     return self._replayed(existing, body_hash), True
                 view = await self._commit(
                     session,
+                    order_id=order_id,
                     claims=claims,
                     request=request,
                     ruleset=snapshot.ruleset,
@@ -296,6 +432,9 @@ class Checkout:
                     )
                 )
         except (IntegrityError, PromoguardError) as exc:
+            # What a non-transactional store (Redis) took for this order goes back: the order
+            # never committed.
+            await self.counters.undo(order_id)
             # A concurrent request with this key may have committed while we ran (on PostgreSQL
             # each statement sees the latest commits): its order is the answer, whatever we hit
             # after it (a unique race on the key or the quote, the quote or coupon now used).
@@ -308,6 +447,10 @@ class Checkout:
             raise ConflictError(
                 "quote_already_used", "this quote has already been committed into an order"
             ) from None
+        except BaseException:
+            await self.counters.undo(order_id)
+            raise
+        await self.counters.committed(order_id)
         return view, False
 
     async def _replay(self, key: str, body_hash: str) -> dict[str, Any] | None:
@@ -329,14 +472,23 @@ class Checkout:
         self,
         session: AsyncSession,
         *,
+        order_id: str,
         claims: dict[str, Any],
         request: QuoteRequest,
         ruleset: RuleSet,
         stamp: int,
         now: datetime,
     ) -> dict[str, Any]:
+        identity = self.identity(request.customer)
         try:
-            priced = await self._priced(session, ruleset, stamp, request, now)
+            customer = await self._customer(
+                session,
+                ruleset=ruleset,
+                request=request,
+                identity=identity,
+                tier=claims.get("tier"),
+                now=now,
+            )
         except InvalidError as exc:
             if exc.code != "coupon_not_in_wallet":
                 raise
@@ -345,7 +497,10 @@ class Checkout:
             raise ConflictError(
                 "coupon_already_used", f"{detail}: another order has used it", errors=exc.errors
             ) from None
-        quote = priced.quote
+        # Priced without reading the counters: if a limit is used up since the quote, taking it
+        # below says which one (a clearer answer than a changed price).
+        quote = ruleset.quote(request.cart, customer, now)
+        priced = Priced(quote, customer, stamp, ruleset, identity)
         if quote.total != claims["total"]:
             raise ConflictError(
                 "quote_changed",
@@ -353,21 +508,59 @@ class Checkout:
                 "units): ask for a new quote",
                 extra={"quoted_total": claims["total"], "current_total": quote.total},
             )
-        view = await self._record(session, claims, request, priced, now)
-        await self._redeem(session, view["id"], request, priced, now)
+        view = await self._record(
+            session, order_id=order_id, claims=claims, request=request, priced=priced, now=now
+        )
+        await self._redeem(session, order_id, request, priced, now)
+        await mark_order(session, identity, order_id, now)
+        needs = takes(quote, ruleset, identity, customer)
+        await self._take(session, order_id, needs, now)
         audit.record(
             session,
             actor=request.customer.id,
             action="order.created",
             subject_type="order",
-            subject_id=view["id"],
+            subject_id=order_id,
             detail={"total": quote.total, "discount": quote.discount_total, "rules_stamp": stamp},
         )
         return view
 
-    @staticmethod
+    async def _take(
+        self, session: AsyncSession, order_id: str, needs: list[Need], now: datetime
+    ) -> None:
+        """Take every counter the order needs (all or none) and record the reservations.
+
+        Taken last in the transaction, so on PostgreSQL a hot counter's row lock is held for as
+        short a time as possible."""
+        if not needs:
+            return
+        refused = await self.counters.take(session, [t for _, t in needs], order_id)
+        if refused is not None:
+            rule = next(rule for rule, t in needs if t is refused)
+            used = (await self.counters.levels(session, [refused.key]))[refused.key]
+            detail, extra = refusal_detail(rule, refused, used)
+            raise ConflictError(refused.refusal, detail, extra=extra)
+        expires = now + self.reservation_ttl
+        await session.execute(
+            insert(Reservation),
+            [
+                {
+                    "order_id": order_id,
+                    "key": t.key,
+                    "amount": t.amount,
+                    "state": ReservationState.RESERVED.value,
+                    "expires_at": expires,
+                    "updated_at": now,
+                }
+                for _, t in needs
+            ],
+        )
+
     async def _record(
+        self,
         session: AsyncSession,
+        *,
+        order_id: str,
         claims: dict[str, Any],
         request: QuoteRequest,
         priced: Priced,
@@ -380,7 +573,7 @@ class Checkout:
         from one quote) and the idempotency key are left to the database's constraints.
         """
         quote = priced.quote
-        order_id = str(uuid.uuid4())
+        customer = priced.customer
         await session.execute(
             insert(QuoteRecord).values(
                 id=claims["qid"],
@@ -405,8 +598,16 @@ class Checkout:
             "priced_at": now,
             "created_at": now,
             "updated_at": now,
-            "customer_facts": request.customer.model_dump(mode="json")
-            | {"coupons": sorted(priced.customer.coupons)},
+            # The facts it was priced with, for re-pricing later; identity signals are hashes.
+            "customer_facts": {
+                "id": customer.id,
+                "member_tier": customer.member_tier,
+                "first_order": customer.first_order,
+                "groups": sorted(customer.groups),
+                "coupons": sorted(customer.coupons),
+                "flash_sale_used": dict(customer.flash_sale_used),
+                "signals": list(priced.identity.signals),
+            },
         }
         await session.execute(insert(Order).values(**head))
         rows = [
@@ -472,7 +673,7 @@ class Checkout:
         priced: Priced,
         now: datetime,
     ) -> None:
-        """Record who used what; redeem coupons and count flash-sale units within the limits."""
+        """Record who used what; redeem coupons; tie a group-price order to its group place."""
         customer_id = request.customer.id
         lines = priced.quote.lines
         redemptions = []
@@ -486,19 +687,21 @@ class Checkout:
             elif discount.kind == "flash_sale":
                 spec = priced.ruleset.spec(discount.rule_id)
                 assert isinstance(spec, FlashSale)
-                left = spec.per_user_limit - priced.customer.flash_sale_used.get(spec.id, 0)
-                units = min(units, left)
-                counted = await bump_usage(
-                    session,
-                    customer_id=customer_id,
-                    counter=FLASH + spec.id,
-                    by=units,
-                    limit=spec.per_user_limit,
+                units = min(
+                    units, spec.per_user_limit - priced.customer.flash_sale_used.get(spec.id, 0)
                 )
-                if not counted:
+            elif discount.kind == "group_buy":
+                attached = await groups.attach_order(
+                    session,
+                    rule_id=discount.rule_id,
+                    customer_id=customer_id,
+                    order_id=order_id,
+                    now=now,
+                )
+                if not attached:
                     raise ConflictError(
-                        "flash_sale_limit_reached",
-                        f"the customer has bought the most units flash sale {spec.id!r} allows",
+                        "group_not_open",
+                        f"the customer has no free place in an open group of {discount.rule_id!r}",
                     )
             redemptions.append(
                 {
@@ -566,13 +769,21 @@ class Checkout:
     async def apply_event(
         self, order_id: str, event: OrderEventIn, now: datetime
     ) -> dict[str, Any]:
-        """Move an order by a shop event; refunds are computed per line from what was paid."""
+        """Move an order by a shop event; refunds are computed per line from what was paid.
+
+        Paid confirms the order's reservations (and counts towards its group); cancelled gives
+        back everything the order held."""
         at = event.at or now
+        given: list[Part] = []
         async with self._db.write() as session:
             order = await self._load(session, order_id)
             before = {"status": order.status, "refunded_total": order.refunded_total}
             amount = await _EVENTS[event.type](session, order, event)
             order.updated_at = at
+            if event.type == "paid":
+                await self._confirm(session, order.id, at)
+            elif event.type == "cancelled":
+                given = await self._release(session, order, at)
             session.add(
                 OrderEvent(
                     order_id=order.id,
@@ -596,7 +807,207 @@ class Checkout:
                 },
             )
             await session.flush()
-            return order_view(order)
+            view = order_view(order)
+        await self._given_back(given)
+        return view
+
+    @staticmethod
+    async def _confirm(session: AsyncSession, order_id: str, at: datetime) -> None:
+        await session.execute(
+            update(Reservation)
+            .where(Reservation.order_id == order_id, Reservation.state == ReservationState.RESERVED)
+            .values(state=ReservationState.CONFIRMED, updated_at=at)
+        )
+        await groups.member_paid(session, order_id, at)
+
+    async def _release(self, session: AsyncSession, order: Order, at: datetime) -> list[Part]:
+        """Give back what a cancelled or expired order held: its reservations (stock, budget,
+        limits), its coupons, its identity marks and its group place. Returns what a
+        non-transactional counter store must still be given back after the commit."""
+        held = (
+            await session.scalars(
+                select(Reservation).where(
+                    Reservation.order_id == order.id,
+                    Reservation.state != ReservationState.RELEASED,
+                )
+            )
+        ).all()
+        parts = [(r.key, r.amount) for r in held]
+        for reservation in held:
+            reservation.state = ReservationState.RELEASED
+            reservation.updated_at = at
+        redemptions = await session.scalars(
+            select(Redemption).where(
+                Redemption.order_id == order.id, Redemption.released_at.is_(None)
+            )
+        )
+        for redemption in redemptions.all():
+            redemption.released_at = at
+            if redemption.coupon_id is not None:
+                await session.execute(
+                    update(IssuedCoupon)
+                    .where(IssuedCoupon.id == redemption.coupon_id)
+                    .values(state=CouponState.ISSUED, redeemed_at=None, order_id=None)
+                )
+        await forget_order(session, order.id)
+        await groups.order_left(session, order.id)
+        if self.counters.transactional:
+            await self.counters.give_back(session, parts)
+            return []
+        return parts
+
+    async def _given_back(self, parts: list[Part]) -> None:
+        if parts:
+            # After the commit: if this process dies first, the counter stays high (never an
+            # oversell); `promoguard sweep --reconcile` recounts it from the reservations.
+            async with self._db.read() as session:
+                await self.counters.give_back(session, parts)
+
+    # -- groups -----------------------------------------------------------------------------
+
+    async def open_group(self, rule_id: str, facts: Any, now: datetime) -> dict[str, Any]:
+        """Open a group of the live group-buy rule ``rule_id`` led by this customer."""
+        spec = (await self._live.current()).ruleset.spec(rule_id)
+        if not isinstance(spec, GroupBuy):
+            raise NotFoundError("group_buy_not_live", f"no live group-buy rule {rule_id!r}")
+        identity = self.identity(facts)
+        async with self._db.write() as session:
+            group_id = await groups.open_group(session, spec=spec, identity=identity, now=now)
+        return await self.get_group(group_id)
+
+    async def join_group(self, group_id: str, facts: Any, now: datetime) -> dict[str, Any]:
+        """Give this customer a place in the group, if one is left for a new identity."""
+        identity = self.identity(facts)
+        try:
+            async with self._db.write() as session:
+                await groups.join_group(session, group_id=group_id, identity=identity, now=now)
+        except IntegrityError:
+            raise groups.same_identity() from None
+        return await self.get_group(group_id)
+
+    async def get_group(self, group_id: str) -> dict[str, Any]:
+        """A group with its members."""
+        async with self._db.read() as session:
+            group = await session.get(BuyGroup, group_id)
+            if group is None:
+                raise NotFoundError("group_not_found", f"no group {group_id!r}")
+            members = (
+                await session.scalars(
+                    select(GroupMember)
+                    .where(GroupMember.group_id == group_id)
+                    .order_by(GroupMember.joined_at, GroupMember.customer_id)
+                )
+            ).all()
+            return groups.group_view(group, list(members))
+
+    async def linked_accounts(self, customer_id: str) -> dict[str, Any]:
+        """The accounts the identity ledger links to this one."""
+        async with self._db.read() as session:
+            accounts = await linked_accounts(session, customer_id)
+        return {"customer_id": customer_id, "linked": accounts[1:]}
+
+    # -- the sweeper ------------------------------------------------------------------------
+
+    async def sweep(self, now: datetime, batch: int = 200) -> dict[str, int]:
+        """Expire unpaid orders past the reservation time, close groups past their time limit
+        (refunding their paid members through the payout seam), and settle what a crashed
+        process left in a non-transactional counter store. Safe to run in several workers at
+        once: every step is conditional on the state it changes.
+
+        Returns:
+            How many orders expired, groups expired, refunds were requested and counter
+            takes were settled.
+        """
+        report = {"orders_expired": 0, "groups_expired": 0, "refunds_requested": 0, "settled": 0}
+        cutoff = now - self.reservation_ttl
+        async with self._db.read() as session:
+            due = (
+                await session.scalars(
+                    select(Order.id)
+                    .where(Order.status == OrderStatus.CREATED, Order.created_at <= cutoff)
+                    .order_by(Order.created_at)
+                    .limit(batch)
+                )
+            ).all()
+            due_groups = await groups.due_groups(session, now, batch)
+        for order_id in due:
+            report["orders_expired"] += await self._expire(order_id, now, cutoff)
+        for group_id in due_groups:
+            expired, refunds = await self._expire_group(group_id, now)
+            report["groups_expired"] += expired
+            report["refunds_requested"] += refunds
+        report["settled"] = await self.counters.settle(60.0, self._on_record)
+        return report
+
+    async def _on_record(self, order_ids: list[str]) -> set[str]:
+        async with self._db.read() as session:
+            rows = await session.scalars(select(Order.id).where(Order.id.in_(order_ids)))
+            return set(rows.all())
+
+    async def _expire(self, order_id: str, now: datetime, cutoff: datetime) -> int:
+        given: list[Part] = []
+        async with self._db.write() as session:
+            order = await session.get(Order, order_id)
+            if order is None or order.status != OrderStatus.CREATED or order.created_at > cutoff:
+                return 0  # paid, cancelled or expired by someone else meanwhile
+            order.status = OrderStatus.EXPIRED
+            order.updated_at = now
+            given = await self._release(session, order, now)
+            session.add(OrderEvent(order_id=order.id, type="expired", amount=0, detail={}, at=now))
+            audit.record(
+                session,
+                actor="sweeper",
+                action="order.expired",
+                subject_type="order",
+                subject_id=order.id,
+                detail={"reason": "not paid within the reservation time"},
+            )
+        await self._given_back(given)
+        return 1
+
+    async def _expire_group(self, group_id: str, now: datetime) -> tuple[int, int]:
+        given: list[Part] = []
+        refunds = 0
+        async with self._db.write() as session:
+            members = await groups.expire_group(session, group_id, now)
+            for member in members:
+                order = await session.get(Order, member.order_id)
+                if order is None or order.status not in (OrderStatus.CREATED, OrderStatus.PAID):
+                    continue
+                paid = order.status == OrderStatus.PAID
+                owed = order.total - order.refunded_total if paid else 0
+                order.status = OrderStatus.CANCELLED if paid else OrderStatus.EXPIRED
+                order.refunded_total += owed
+                order.updated_at = now
+                given += await self._release(session, order, now)
+                if paid:
+                    refunds += await self.refunds.request(
+                        session,
+                        order_id=order.id,
+                        customer_id=order.customer_id,
+                        amount=owed,
+                        cause=f"group_expired:{group_id}",
+                        now=now,
+                    )
+                session.add(
+                    OrderEvent(
+                        order_id=order.id,
+                        type="group_expired",
+                        amount=owed,
+                        detail={"group_id": group_id},
+                        at=now,
+                    )
+                )
+            audit.record(
+                session,
+                actor="sweeper",
+                action="group.expired",
+                subject_type="group",
+                subject_id=group_id,
+                detail={"orders": len(members), "refunds_requested": refunds},
+            )
+        await self._given_back(given)
+        return 1, refunds
 
 
 def _refuse(order: Order, event: str) -> ConflictError:
@@ -620,30 +1031,12 @@ async def _shipped(session: AsyncSession, order: Order, event: OrderEventIn) -> 
 
 
 async def _cancelled(session: AsyncSession, order: Order, event: OrderEventIn) -> int:  # noqa: ARG001
-    """Cancel before shipping: coupons go back to the wallet and per-customer use is released."""
+    """Cancel before shipping; the checkout gives back what the order held."""
     if order.status not in (OrderStatus.CREATED, OrderStatus.PAID):
         raise _refuse(order, "cancelled")
     refund = order.total - order.refunded_total if order.status == OrderStatus.PAID else 0
     order.status = OrderStatus.CANCELLED
     order.refunded_total += refund
-    redemptions = await session.scalars(
-        select(Redemption).where(Redemption.order_id == order.id, Redemption.released_at.is_(None))
-    )
-    for redemption in redemptions.all():
-        redemption.released_at = order.updated_at
-        if redemption.coupon_id is not None:
-            await session.execute(
-                update(IssuedCoupon)
-                .where(IssuedCoupon.id == redemption.coupon_id)
-                .values(state=CouponState.ISSUED, redeemed_at=None, order_id=None)
-            )
-        if redemption.kind == "flash_sale":
-            await release_usage(
-                session,
-                customer_id=order.customer_id,
-                counter=FLASH + redemption.rule_id,
-                by=redemption.units,
-            )
     return refund
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "FlashSale",
     "GroupBuy",
     "Layer",
+    "Limits",
     "MemberPrice",
     "MemberTierOffer",
     "PercentOff",
@@ -152,6 +153,28 @@ class Scope(_Spec):
         )
 
 
+class Limits(_Spec):
+    """Run-time caps, consumed atomically when an order commits and given back when it is
+    cancelled or expires unpaid. Unset means no cap."""
+
+    budget: Amount | None = Field(
+        default=None, description="most discount, in minor units, the rule may give in all"
+    )
+    max_redemptions: int | None = Field(
+        default=None, ge=1, le=10**9, description="most orders the rule may discount"
+    )
+    per_customer: int | None = Field(
+        default=None, ge=1, le=10_000, description="most orders per customer account"
+    )
+    per_identity: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="most orders per identity: accounts sharing a phone, device, payment "
+        "fingerprint or address count as one",
+    )
+
+
 class _Rule(_Spec):
     """Fields every rule kind shares."""
 
@@ -174,6 +197,7 @@ class _Rule(_Spec):
     max_discount_ratio: Ratio | None = Field(
         default=None, description="cap on the discount from list price of the lines in scope"
     )
+    limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")
     def _window_in_order(self) -> Self:

@@ -1,0 +1,258 @@
+# ruff: noqa: ARG002  (every backend takes the same arguments; each uses the ones it needs)
+"""Counters used against limits — flash-sale stock, budgets, redemption caps, per-customer and
+per-identity limits — with one interface and two backends.
+
+A :class:`Take` asks to raise a counter by an amount only if it stays within its limit. Several
+takes are all-or-nothing: an order that fits the stock but not the budget takes neither.
+
+- :class:`SqlCounters` (SQLite and PostgreSQL): a conditional upsert per take inside the order's
+  own transaction (``INSERT ... ON CONFLICT DO UPDATE SET used = used + n WHERE used + n <= limit
+  RETURNING used``); a refusal aborts the transaction, so nothing is half-taken. Keys are taken
+  in sorted order so two PostgreSQL transactions never lock the same rows in opposite orders.
+- :class:`RedisCounters`: one Lua script checks every take and only then raises them all, in one
+  atomic step. Redis is the admission gate and the database's reservation rows are the record:
+  the script also writes a journal entry (which order took what) that is cleared once the order's
+  transaction commits; the sweeper settles entries left behind by a crash (see :meth:`settle`).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import ClassVar, NamedTuple, cast
+
+import orjson
+from redis.asyncio import Redis
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promoguard.orders.models import Counter
+
+__all__ = ["Counters", "RedisCounters", "SqlCounters", "Take"]
+
+
+class Take(NamedTuple):
+    """Raise counter ``key`` by ``amount`` if it stays within ``limit``; ``refusal`` is the
+    problem code a caller gets when it would not."""
+
+    key: str
+    amount: int
+    limit: int
+    refusal: str
+
+
+Part = tuple[str, int]
+"""(counter key, amount) to give back."""
+
+
+class Counters(ABC):
+    """The interface every backend implements."""
+
+    transactional: ClassVar[bool]
+    """True when takes live in the database transaction (a rollback undoes them)."""
+
+    @abstractmethod
+    async def take(self, session: AsyncSession, takes: Sequence[Take], owner: str) -> Take | None:
+        """Take every one of ``takes`` for ``owner`` (an order id), or none of them.
+
+        Returns:
+            None when all were taken, else the first take that would pass its limit.
+        """
+
+    @abstractmethod
+    async def committed(self, owner: str) -> None:
+        """The owner's transaction committed: what it took is now on record."""
+
+    async def undo(self, owner: str) -> bool:
+        """Give back what ``owner`` took if its transaction did not commit (a transactional
+        store's rollback already did); tell whether anything was given back."""
+        return False
+
+    async def settle(
+        self, older_than: float, on_record: Callable[[list[str]], Awaitable[set[str]]]
+    ) -> int:
+        """Settle takes a crashed process left half-done (nothing to do for a transactional
+        store); returns how many were given back."""
+        return 0
+
+    @abstractmethod
+    async def give_back(self, session: AsyncSession, parts: Sequence[Part]) -> None:
+        """Lower counters by what a cancelled, expired or failed order had taken."""
+
+    @abstractmethod
+    async def levels(self, session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
+        """How much of each counter is used (missing keys are at 0)."""
+
+
+def _sorted(takes: Sequence[Take]) -> list[Take]:
+    return sorted(takes, key=lambda t: t.key)
+
+
+class SqlCounters(Counters):
+    """Counters in the ``counters`` table, raised by conditional upserts in the caller's
+    transaction."""
+
+    transactional = True
+
+    async def take(
+        self,
+        session: AsyncSession,
+        takes: Sequence[Take],
+        owner: str,
+    ) -> Take | None:
+        """Raise each counter within its limit; on a refusal the caller must roll back."""
+        table = Counter.__table__
+        assert isinstance(table, Table)
+        insert = (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        )
+        for take in _sorted(takes):
+            if take.amount > take.limit:
+                return take
+            statement = (
+                insert(table)
+                .values(key=take.key, used=take.amount)
+                .on_conflict_do_update(
+                    index_elements=[table.c.key],
+                    set_={"used": table.c.used + take.amount},
+                    where=table.c.used + take.amount <= take.limit,
+                )
+                .returning(table.c.used)
+            )
+            if (await session.execute(statement)).scalar_one_or_none() is None:
+                return take
+        return None
+
+    async def committed(self, owner: str) -> None:
+        """Nothing to do: the takes committed with the order."""
+
+    async def give_back(self, session: AsyncSession, parts: Sequence[Part]) -> None:
+        """Lower the counters in the caller's transaction (never below zero)."""
+        for key, amount in sorted(parts):
+            await session.execute(
+                update(Counter)
+                .where(Counter.key == key)
+                .values(used=Counter.used - amount)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def levels(self, session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
+        """Read the counters in one query."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        rows = await session.execute(
+            select(Counter.key, Counter.used).where(Counter.key.in_(wanted))
+        )
+        return dict.fromkeys(wanted, 0) | {row.key: row.used for row in rows}
+
+
+# KEYS: the counters; ARGV: journal hash, owner, journal entry, then (amount, limit) per key.
+# Checks every key before raising any, so a refusal takes nothing. Returns 0, or the 1-based
+# index of the first key that would pass its limit.
+_TAKE = """
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used + tonumber(ARGV[2 + 2 * i]) > tonumber(ARGV[3 + 2 * i]) then return i end
+end
+for i, key in ipairs(KEYS) do redis.call('INCRBY', key, ARGV[2 + 2 * i]) end
+redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])
+return 0
+"""
+
+# KEYS: journal hash; ARGV: owner, then (key, amount) pairs. Gives back only if the entry was
+# still there, so two sweepers settling the same crash give back once.
+_UNDO = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('DECRBY', ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+class RedisCounters(Counters):
+    """Counters in Redis, taken all-or-nothing by a Lua script, with a crash journal."""
+
+    transactional = False
+
+    def __init__(self, redis: Redis, prefix: str = "promoguard:") -> None:
+        self._redis = redis
+        self._prefix = prefix + "counter:"
+        self._journal = prefix + "journal"
+        self._take = redis.register_script(_TAKE)
+        self._undo = redis.register_script(_UNDO)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def take(
+        self,
+        session: AsyncSession,
+        takes: Sequence[Take],
+        owner: str,
+    ) -> Take | None:
+        """Check and raise every counter in one atomic script; journal what ``owner`` took."""
+        ordered = _sorted(takes)
+        if not ordered:
+            return None
+        entry = orjson.dumps({"at": time.time(), "parts": [(t.key, t.amount) for t in ordered]})
+        args: list[str | int | bytes] = [self._journal, owner, entry]
+        for t in ordered:
+            args += [t.amount, t.limit]
+        refused = int(await self._take(keys=[self._key(t.key) for t in ordered], args=args))
+        return ordered[refused - 1] if refused else None
+
+    async def committed(self, owner: str) -> None:
+        """The order is on record: its journal entry is no longer needed."""
+        await cast(Awaitable[int], self._redis.hdel(self._journal, owner))
+
+    async def give_back(self, session: AsyncSession, parts: Sequence[Part]) -> None:
+        """Lower the counters in one round trip."""
+        if not parts:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key, amount in parts:
+                pipe.decrby(self._key(key), amount)
+            await pipe.execute()
+
+    async def undo(self, owner: str) -> bool:
+        """Give back what ``owner`` took, if its journal entry is still there (once only)."""
+        entry = await cast(Awaitable[bytes | None], self._redis.hget(self._journal, owner))
+        if entry is None:
+            return False
+        args: list[str | int] = [owner]
+        for key, amount in orjson.loads(entry)["parts"]:
+            args += [self._key(key), amount]
+        return bool(await self._undo(keys=[self._journal], args=args))
+
+    async def settle(
+        self, older_than: float, on_record: Callable[[list[str]], Awaitable[set[str]]]
+    ) -> int:
+        """Settle journal entries older than ``older_than`` seconds, left by a process that
+        died between its take and its commit: an order on record keeps what it took (the entry
+        is dropped), an order that never committed gives it back. Returns how many were given
+        back."""
+        entries = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(self._journal))
+        cutoff = time.time() - older_than
+        stale = [
+            owner.decode() for owner, entry in entries.items() if orjson.loads(entry)["at"] < cutoff
+        ]
+        if not stale:
+            return 0
+        kept = await on_record(stale)
+        given = 0
+        for owner in stale:
+            if owner in kept:
+                await self.committed(owner)
+            elif await self.undo(owner):
+                given += 1
+        return given
+
+    async def levels(self, session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
+        """Read the counters with one MGET."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        values = await self._redis.mget([self._key(k) for k in wanted])
+        return {k: int(v or 0) for k, v in zip(wanted, values, strict=True)}
