@@ -137,16 +137,14 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
         if total:
             raise MoneyError("cannot allocate a positive amount over zero weights")
         return [0] * len(weights)
-    parts: list[int] = []
-    remainders: list[tuple[int, int]] = []
-    for index, weight in enumerate(weights):
-        part, remainder = divmod(total * weight, weight_sum)
-        parts.append(part)
-        remainders.append((-remainder, index))
+    shares = [total * weight for weight in weights]
+    parts = [share // weight_sum for share in shares]
     left = total - sum(parts)
     if left:
-        remainders.sort()
-        for _, index in remainders[:left]:
+        # The largest remainders take one unit more each; the sort is stable, so ties go to the
+        # earlier weight. (``part * weight_sum - share`` is minus the remainder.)
+        shortfall = [part * weight_sum - share for part, share in zip(parts, shares, strict=True)]
+        for index in sorted(range(len(parts)), key=shortfall.__getitem__)[:left]:
             parts[index] += 1
     return parts
 

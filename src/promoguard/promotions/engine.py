@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from operator import le
 from typing import Any
 
 from promoguard.money import BPS_WHOLE, allocate, formatter, percent_to_bps, price_after_bps
@@ -63,6 +64,10 @@ __all__ = ["PricingError", "PricingPolicy", "RuleSet", "quote"]
 
 _Outcome = tuple[int, list[int] | None, str] | str
 """An evaluator's answer: (discount, per-line weights or None, why), or why nothing applies."""
+
+_new = tuple.__new__
+"""Builds an output named tuple from a plain tuple of its fields: the same value as calling the
+class, without a Python-level ``__new__`` frame (the engine builds a few dozen per quote)."""
 
 _ITEM_LABEL = {
     "fixed_price": "special price",
@@ -313,7 +318,7 @@ def _spread(total: int, weights: Sequence[int], caps: Sequence[int]) -> list[int
     spread again over the others, by weight while any has weight and by headroom after that.
     """
     parts = allocate(total, weights)
-    if weights == caps or all(p <= c for p, c in zip(parts, caps, strict=True)):
+    if weights == caps or all(map(le, parts, caps)):
         return parts  # (a part never exceeds its weight, so weights == caps always fits)
     out = [0] * len(weights)
     left = total
@@ -391,10 +396,10 @@ class _Pricing:
         self.matches = ruleset._match(lines, customer)
 
     def note(self, rule: _Compiled, applied: bool, message: str) -> None:
-        self.notes.append(Explanation(rule.id, rule.version, applied, message))
+        self.notes.append(_new(Explanation, (rule.id, rule.version, applied, message)))
 
     def trip(self, rule: _Compiled, limit: str, requested: int, granted: int, why: str) -> None:
-        self.trips.append(GuardTrip(rule.id, limit, requested, granted, why))
+        self.trips.append(_new(GuardTrip, (rule.id, limit, requested, granted, why)))
 
     def run(self) -> Quote:
         active = sorted((r for r in self.matches if self._in_force(r)), key=lambda r: r.rank)
@@ -578,16 +583,51 @@ class _Pricing:
         shares = (
             None if weights is None else [min(w, c) for w, c in zip(weights, caps, strict=True)]
         )
-        granted = sum(caps) if shares is None else sum(shares)
-        if granted < requested:
+        granted = self._guard(rule, requested, idx, sum(caps) if shares is None else sum(shares))
+        if granted <= 0:
+            self.note(rule, False, f"held back by the guard (asked {self.fmt(requested)})")
+            return
+        if shares is None:
+            parts = _spread(granted, [amount[i] for i in idx], caps)
+        else:
+            parts = allocate(granted, shares)
+        allocations = [0] * len(amount)  # in cart order, like the quote's lines
+        cart_order, touched, line_discounts = self.cart_order, self.touched, self.line_discounts
+        closes = self.closed if rule.exclusive else None
+        rule_id, version, kind = rule.id, rule.version, rule.kind
+        for i, part in zip(idx, parts, strict=True):
+            if not part:
+                continue
+            amount[i] -= part
+            allocations[cart_order[i]] = part
+            touched[i] = True
+            if closes is not None:
+                closes[i] = True
+            line_discounts[i].append(_new(LineDiscount, (rule_id, version, kind, part)))
+        self.given += granted
+        self.discounts.append(
+            _new(
+                OrderDiscount,
+                (rule_id, version, kind, rule.layer, granted, tuple(allocations)),
+            )
+        )
+        self.notes.append(
+            _new(Explanation, (rule_id, version, True, f"{why}: saves {self.fmt(granted)}"))
+        )
+
+    def _guard(self, rule: _Compiled, requested: int, idx: list[int], available: int) -> int:
+        """How much of ``requested`` the guard lets the rule give, with a trip for every cut;
+        ``available`` is what the lines in scope can give above their floor prices."""
+        granted = requested
+        if available < requested:
             self.trip(
                 rule,
                 "line_floor",
                 requested,
-                granted,
-                f"the lines in scope can give {self.fmt(granted)} above their floor prices",
+                available,
+                f"the lines in scope can give {self.fmt(available)} above their floor prices",
             )
-        granted = min(granted, requested)
+            granted = available
         if rule.ratio_bps is not None:
             list_sum = sum(self.listed[i] for i in idx)
             room = max(0, list_sum * rule.ratio_bps // BPS_WHOLE - list_sum + self.base(idx))
@@ -611,28 +651,7 @@ class _Pricing:
                 f"the order may not go below {self.fmt(self.list_total - self.order_allowed)}",
             )
             granted = order_room
-        if granted <= 0:
-            self.note(rule, False, f"held back by the guard (asked {self.fmt(requested)})")
-            return
-        if shares is None:
-            parts = _spread(granted, [amount[i] for i in idx], caps)
-        else:
-            parts = allocate(granted, shares)
-        allocations = [0] * len(amount)  # in cart order, like the quote's lines
-        cart_order = self.cart_order
-        for i, part in zip(idx, parts, strict=True):
-            if not part:
-                continue
-            amount[i] -= part
-            allocations[cart_order[i]] = part
-            self.touched[i] = True
-            self.closed[i] = self.closed[i] or rule.exclusive
-            self.line_discounts[i].append(LineDiscount(rule.id, rule.version, rule.kind, part))
-        self.given += granted
-        self.discounts.append(
-            OrderDiscount(rule.id, rule.version, rule.kind, rule.layer, granted, tuple(allocations))
-        )
-        self.note(rule, True, f"{why}: saves {self.fmt(granted)}")
+        return granted
 
     # -- evaluators: a discount and optional per-line weights, or the reason there is none -----
 
