@@ -127,6 +127,19 @@ def refusal_detail(rule: str, take: Take, used: int) -> tuple[str, dict[str, obj
     )
 
 
+_SHORT = {
+    "flash_sale_sold_out": "sold out",
+    "flash_sale_limit_reached": "the customer's unit limit is reached",
+    "first_order_used": "this identity has had its first order",
+    "budget_exhausted": "its budget cannot cover this discount",
+    "redemption_cap_reached": "used the most times it may be",
+    "customer_limit_reached": "the customer's limit is reached",
+    "identity_limit_reached": "this identity's limit is reached",
+}
+
+
 def unfit(needs: Iterable[Need], levels: dict[str, int]) -> dict[str, str]:
-    """Rule id -> problem code for every need that would not fit at these levels."""
-    return {rule: t.refusal for rule, t in needs if levels.get(t.key, 0) + t.amount > t.limit}
+    """Rule id -> why, for every need that would not fit at these levels."""
+    return {
+        rule: _SHORT[t.refusal] for rule, t in needs if levels.get(t.key, 0) + t.amount > t.limit
+    }

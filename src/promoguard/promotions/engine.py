@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from operator import le
+from operator import attrgetter, le
 from typing import Any
 
 from promoguard.money import BPS_WHOLE, allocate, formatter, percent_to_bps, price_after_bps
@@ -68,6 +68,8 @@ _Outcome = tuple[int, list[int] | None, str] | str
 _new = tuple.__new__
 """Builds an output named tuple from a plain tuple of its fields: the same value as calling the
 class, without a Python-level ``__new__`` frame (the engine builds a few dozen per quote)."""
+
+_RANK = attrgetter("rank")
 
 _ITEM_LABEL = {
     "fixed_price": "special price",
@@ -118,6 +120,7 @@ class _Compiled:
         "exclusive",
         "has_exclusions",
         "id",
+        "item",
         "kind",
         "layer",
         "param",
@@ -135,6 +138,7 @@ class _Compiled:
         self.version = spec.version
         self.kind = spec.kind
         self.layer = spec.LAYER
+        self.item = spec.LAYER is Layer.ITEM
         self.rank = 0
         self.exclusive = spec.exclusive
         self.ratio_bps = (
@@ -202,9 +206,9 @@ class RuleSet:
         self.kinds = frozenset(rule.kind for rule in compiled)
         """The kinds of rule in the set (a caller can skip fetching facts no rule needs)."""
         self._specs = {rule.id: rule.spec for rule in compiled}
-        self._by_sku: dict[str, list[_Compiled]] = {}
-        self._by_category: dict[str, list[_Compiled]] = {}
-        self._by_tag: dict[str, list[_Compiled]] = {}
+        by_sku: dict[str, list[_Compiled]] = {}
+        by_category: dict[str, list[_Compiled]] = {}
+        by_tag: dict[str, list[_Compiled]] = {}
         self._everywhere: list[_Compiled] = []
         self._coupons: dict[str, _Compiled] = {}
         ids = [rule.id for rule in compiled]
@@ -221,11 +225,15 @@ class RuleSet:
             if scope.all_items:
                 self._everywhere.append(rule)
             for sku in scope.skus:
-                self._by_sku.setdefault(sku, []).append(rule)
+                by_sku.setdefault(sku, []).append(rule)
             for category in scope.categories:
-                self._by_category.setdefault(category, []).append(rule)
+                by_category.setdefault(category, []).append(rule)
             for tag in scope.tags:
-                self._by_tag.setdefault(tag, []).append(rule)
+                by_tag.setdefault(tag, []).append(rule)
+        # Tuples: a line's candidates are then one concatenation, in rank order per index.
+        self._by_sku = {sku: tuple(found) for sku, found in by_sku.items()}
+        self._by_category = {cat: tuple(found) for cat, found in by_category.items()}
+        self._by_tag = {tag: tuple(found) for tag, found in by_tag.items()}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -267,7 +275,7 @@ class RuleSet:
         matches = self._match_wide(lines, customer)
         by_sku, by_cat, by_tag = self._by_sku, self._by_category, self._by_tag
         for i, line in enumerate(lines):
-            found = [*by_sku.get(line.sku, ()), *by_cat.get(line.category, ())]
+            found = by_sku.get(line.sku, ()) + by_cat.get(line.category, ())
             for tag in line.tags:
                 found += by_tag.get(tag, ())
             for rule in found:
@@ -372,21 +380,26 @@ class _Pricing:
         # Lines are priced in SKU order and put back in cart order at the end: every tie (a
         # rounding remainder, equally cheap units) then breaks the same way however the cart
         # lists its lines, so the line order can never change what anyone pays.
-        skus = [line.sku for line in cart.lines]
+        in_cart = cart.lines
+        skus = [line.sku for line in in_cart]
         self.cart_order = sorted(range(len(skus)), key=skus.__getitem__)
-        self.lines = lines = tuple(cart.lines[i] for i in self.cart_order)
-        self.listed = [line.unit_price * line.quantity for line in lines]
-        self.amount = list(self.listed)
-        self.floors = [
-            0 if line.floor_price is None else min(line.floor_price * line.quantity, listed)
-            for line, listed in zip(lines, self.listed, strict=True)
-        ]
+        self.lines = lines = tuple([in_cart[i] for i in self.cart_order])
+        listed: list[int] = []
+        floors: list[int] = []
+        for line in lines:
+            price = line.unit_price * line.quantity
+            listed.append(price)
+            floor = line.floor_price
+            floors.append(0 if floor is None else min(floor * line.quantity, price))
+        self.listed = listed
+        self.floors = floors
+        self.amount = list(listed)
         self.segments: dict[int, list[tuple[int, int]]] = {}
         """Lines whose units differ in price after the item layer: (unit price, count), cheapest
         first. Other lines' units all cost their unit price."""
         self.touched = [False] * len(lines)
         self.closed = [False] * len(lines)
-        self.list_total = sum(self.listed)
+        self.list_total = sum(listed)
         self.order_allowed = self.list_total * ruleset._max_bps // BPS_WHOLE
         self.given = 0
         self.line_discounts: list[list[LineDiscount]] = [[] for _ in lines]
@@ -402,35 +415,54 @@ class _Pricing:
         self.trips.append(_new(GuardTrip, (rule.id, limit, requested, granted, why)))
 
     def run(self) -> Quote:
-        active = sorted((r for r in self.matches if self._in_force(r)), key=lambda r: r.rank)
-        self._item_layer([r for r in active if r.layer is Layer.ITEM])
+        in_force = self._in_force
+        active = [rule for rule in self.matches if in_force(rule)]
+        active.sort(key=_RANK)
+        item_rules = [rule for rule in active if rule.item]
+        if item_rules:
+            self._item_layer(item_rules)
+        apply = self._apply
         for rule in active:
-            if rule.layer is not Layer.ITEM:
-                self._apply(rule)
+            if not rule.item:
+                apply(rule)
         in_cart_order = [0] * len(self.cart_order)
         for pos, i in enumerate(self.cart_order):
             in_cart_order[i] = pos
-        lines = tuple(
-            QuoteLine(
-                self.lines[i].sku,
-                self.lines[i].quantity,
-                self.lines[i].unit_price,
-                self.listed[i],
-                self.amount[i],
-                tuple(self.line_discounts[i]),
-            )
-            for i in in_cart_order
+        lines, listed, amount, line_discounts = (
+            self.lines,
+            self.listed,
+            self.amount,
+            self.line_discounts,
         )
-        total = sum(self.amount)
-        return Quote(
-            self.cur,
-            lines,
-            self.list_total,
-            self.list_total - total,
-            total,
-            tuple(self.discounts),
-            tuple(self.trips),
-            tuple(self.notes),
+        quote_lines = tuple(
+            [
+                _new(
+                    QuoteLine,
+                    (
+                        lines[i].sku,
+                        lines[i].quantity,
+                        lines[i].unit_price,
+                        listed[i],
+                        amount[i],
+                        tuple(line_discounts[i]),
+                    ),
+                )
+                for i in in_cart_order
+            ]
+        )
+        total = sum(amount)
+        return _new(
+            Quote,
+            (
+                self.cur,
+                quote_lines,
+                self.list_total,
+                self.list_total - total,
+                total,
+                tuple(self.discounts),
+                tuple(self.trips),
+                tuple(self.notes),
+            ),
         )
 
     def _in_force(self, rule: _Compiled) -> bool:
@@ -442,6 +474,9 @@ class _Pricing:
             return False
         if rule.valid_until is not None and self.now >= rule.valid_until:
             self.note(rule, False, f"ended {rule.valid_until.isoformat()}")
+            return False
+        if (why := self.customer.unavailable.get(rule.id)) is not None:
+            self.note(rule, False, f"not available: {why}")
             return False
         return True
 
@@ -544,12 +579,14 @@ class _Pricing:
     # -- layers 2-4 -------------------------------------------------------------------------
 
     def _apply(self, rule: _Compiled) -> None:
-        idx = [i for i in self.matches[rule] if not self.closed[i]]
+        closed = self.closed
+        idx = [i for i in self.matches[rule] if not closed[i]]
         if not idx:
             self.note(rule, False, "every line in scope already takes an exclusive offer")
             return
         if rule.exclusive:
-            idx = [i for i in idx if not self.touched[i]]
+            touched = self.touched
+            idx = [i for i in idx if not touched[i]]
             if not idx:
                 self.note(rule, False, "exclusive, and every line in scope is already discounted")
                 return

@@ -83,13 +83,18 @@ class Customer(FrozenInput):
     member_tier: Label | None = None
     first_order: bool = Field(default=False, description="no earlier paid order for the identity")
     groups: frozenset[Label] = Field(
-        default=frozenset(), description="group_buy rule ids whose group is complete"
+        default=frozenset(), description="group_buy rule ids the customer holds a group place for"
     )
     coupons: frozenset[Label] = Field(
         default=frozenset(), description="coupon rule ids the customer holds and may use here"
     )
     flash_sale_used: Mapping[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="units already bought per flash_sale rule id"
+    )
+    unavailable: Mapping[str, str] = Field(
+        default_factory=dict,
+        description="rule id -> why it cannot be had now (its stock, budget or a limit is used "
+        "up); the engine leaves those rules out",
     )
 
 
