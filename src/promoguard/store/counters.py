@@ -24,7 +24,7 @@ from typing import ClassVar, NamedTuple, cast
 
 import orjson
 from redis.asyncio import Redis
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -134,7 +134,8 @@ class SqlCounters(Counters):
             await session.execute(
                 update(Counter)
                 .where(Counter.key == key)
-                .values(used=Counter.used - amount)
+                # Floored at zero: a counter below zero would admit more than its limit.
+                .values(used=case((Counter.used > amount, Counter.used - amount), else_=0))
                 .execution_options(synchronize_session=False)
             )
 
