@@ -104,7 +104,10 @@ def takes(quote: Quote, ruleset: RuleSet, identity: Identity, customer: Customer
         if limits.per_customer is not None:
             found.append(
                 Take(
-                    f"customer:{rule}:{customer}", 1, limits.per_customer, "customer_limit_reached"
+                    f"customer:{rule}:{customer_id}",
+                    1,
+                    limits.per_customer,
+                    "customer_limit_reached",
                 )
             )
         if limits.per_identity is not None:
