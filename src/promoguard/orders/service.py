@@ -500,6 +500,13 @@ class Checkout:
         # Priced without reading the counters: if a limit is used up since the quote, taking it
         # below says which one (a clearer answer than a changed price).
         quote = ruleset.quote(request.cart, customer, now)
+        if quote.total != claims["total"] and quote.discounts and self._reads(ruleset):
+            # The quote may have left out a discount already used up then: price it the same way.
+            needs = takes(quote, ruleset, identity, customer)
+            levels = await self.counters.levels(session, {t.key for _, t in needs})
+            if blocked := unfit(needs, levels):
+                customer = customer.model_copy(update={"unavailable": blocked})
+                quote = ruleset.quote(request.cart, customer, now)
         priced = Priced(quote, customer, stamp, ruleset, identity)
         if quote.total != claims["total"]:
             raise ConflictError(
