@@ -258,3 +258,29 @@ def test_a_flash_sale_per_user_limit_holds_under_concurrency(settings, client, i
     assert count(settings, "redemptions", "kind = 'flash_sale' AND units = 1") == 1
     assert count(settings, "counters", "key = 'units:fs:fan' AND used = 1") == 1
     assert count(settings, "counters", "key = 'stock:fs' AND used = 1") == 1
+
+
+def test_racing_cancellations_give_the_stock_back_once(settings, client, in_threads):
+    live(
+        client,
+        spec(
+            "fs", "flash_sale", scope={"skus": ["phone"]}, price=5000, stock=10, per_user_limit=1
+        ),
+    )
+    placed = []
+    for customer in ("keeps", "cancels"):
+        token = quote(client, [line("phone", 10000)], customer=customer)["quote_token"]
+        response = client.post(
+            "/v1/orders", json={"quote_token": token}, headers={"Idempotency-Key": customer}
+        )
+        assert response.status_code == 201, response.text
+        placed.append(response.json()["id"])
+    assert count(settings, "counters", "key = 'stock:fs' AND used = 2") == 1
+    cancel = (f"/v1/orders/{placed[1]}/events", {"type": "cancelled"}, {})
+
+    outcomes = in_threads(settings, [[cancel] for _ in range(WORKERS)])
+
+    assert tally(outcomes) == {(200, None): 1, (409, "invalid_transition"): WORKERS - 1}
+    # Given back once: the other order's unit is still counted.
+    assert count(settings, "counters", "key = 'stock:fs' AND used = 1") == 1
+    assert count(settings, "reservations", "state = 'released'") == 2  # stock and units

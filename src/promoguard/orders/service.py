@@ -755,11 +755,14 @@ class Checkout:
     # -- reading and events -----------------------------------------------------------------
 
     @staticmethod
-    async def _load(session: AsyncSession, order_id: str) -> Order:
+    async def _load(session: AsyncSession, order_id: str, *, lock: bool = False) -> Order:
+        statement = select(Order).where(Order.id == order_id)
+        if lock:
+            # PostgreSQL: two events on one order wait for each other. (SQLite writers are
+            # serialised by BEGIN IMMEDIATE and ignore FOR UPDATE.)
+            statement = statement.with_for_update()
         order = await session.scalar(
-            select(Order)
-            .where(Order.id == order_id)
-            .options(
+            statement.options(
                 selectinload(Order.lines).selectinload(OrderLine.allocations),
                 selectinload(Order.discounts),
             )
@@ -783,7 +786,7 @@ class Checkout:
         at = event.at or now
         given: list[Part] = []
         async with self._db.write() as session:
-            order = await self._load(session, order_id)
+            order = await self._load(session, order_id, lock=True)
             before = {"status": order.status, "refunded_total": order.refunded_total}
             amount = await _EVENTS[event.type](session, order, event)
             order.updated_at = at
@@ -831,18 +834,19 @@ class Checkout:
         """Give back what a cancelled or expired order held: its reservations (stock, budget,
         limits), its coupons, its identity marks and its group place. Returns what a
         non-transactional counter store must still be given back after the commit."""
-        held = (
-            await session.scalars(
-                select(Reservation).where(
-                    Reservation.order_id == order.id,
-                    Reservation.state != ReservationState.RELEASED,
-                )
+        # Conditional on the state, so of two releases racing (a cancellation and the
+        # sweeper) only one gets the rows back and gives the counters back.
+        released = await session.execute(
+            update(Reservation)
+            .where(
+                Reservation.order_id == order.id,
+                Reservation.state != ReservationState.RELEASED,
             )
-        ).all()
-        parts = [(r.key, r.amount) for r in held]
-        for reservation in held:
-            reservation.state = ReservationState.RELEASED
-            reservation.updated_at = at
+            .values(state=ReservationState.RELEASED, updated_at=at)
+            .returning(Reservation.key, Reservation.amount)
+            .execution_options(synchronize_session=False)
+        )
+        parts: list[Part] = [(key, amount) for key, amount in released.all()]
         redemptions = await session.scalars(
             select(Redemption).where(
                 Redemption.order_id == order.id, Redemption.released_at.is_(None)
@@ -865,8 +869,8 @@ class Checkout:
 
     async def _given_back(self, parts: list[Part]) -> None:
         if parts:
-            # After the commit: if this process dies first, the counter stays high (never an
-            # oversell); `promoguard sweep --reconcile` recounts it from the reservations.
+            # After the commit: if this process dies first, the Redis counter stays high — it
+            # can undersell, never oversell (README, Runtime guards).
             async with self._db.read() as session:
                 await self.counters.give_back(session, parts)
 
@@ -954,7 +958,7 @@ class Checkout:
     async def _expire(self, order_id: str, now: datetime, cutoff: datetime) -> int:
         given: list[Part] = []
         async with self._db.write() as session:
-            order = await session.get(Order, order_id)
+            order = await session.get(Order, order_id, with_for_update=True)
             if order is None or order.status != OrderStatus.CREATED or order.created_at > cutoff:
                 return 0  # paid, cancelled or expired by someone else meanwhile
             order.status = OrderStatus.EXPIRED
@@ -978,7 +982,7 @@ class Checkout:
         async with self._db.write() as session:
             members = await groups.expire_group(session, group_id, now)
             for member in members:
-                order = await session.get(Order, member.order_id)
+                order = await session.get(Order, member.order_id, with_for_update=True)
                 if order is None or order.status not in (OrderStatus.CREATED, OrderStatus.PAID):
                     continue
                 paid = order.status == OrderStatus.PAID

@@ -167,8 +167,19 @@ return 0
 # still there, so two sweepers settling the same crash give back once.
 _UNDO = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-for i = 2, #ARGV, 2 do redis.call('DECRBY', ARGV[i], ARGV[i + 1]) end
+for i = 2, #ARGV, 2 do
+  if redis.call('DECRBY', ARGV[i], ARGV[i + 1]) < 0 then redis.call('SET', ARGV[i], 0) end
+end
 return 1
+"""
+
+
+# KEYS: counters; ARGV: amounts. Lowers each, never below zero.
+_GIVE = """
+for i, key in ipairs(KEYS) do
+  if redis.call('DECRBY', key, ARGV[i]) < 0 then redis.call('SET', key, 0) end
+end
+return 0
 """
 
 
@@ -183,6 +194,7 @@ class RedisCounters(Counters):
         self._journal = prefix + "journal"
         self._take = redis.register_script(_TAKE)
         self._undo = redis.register_script(_UNDO)
+        self._give = redis.register_script(_GIVE)
 
     def _key(self, key: str) -> str:
         return self._prefix + key
@@ -209,13 +221,12 @@ class RedisCounters(Counters):
         await cast(Awaitable[int], self._redis.hdel(self._journal, owner))
 
     async def give_back(self, session: AsyncSession, parts: Sequence[Part]) -> None:
-        """Lower the counters in one round trip."""
+        """Lower the counters in one atomic script (never below zero, like the SQL store)."""
         if not parts:
             return
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key, amount in parts:
-                pipe.decrby(self._key(key), amount)
-            await pipe.execute()
+        await self._give(
+            keys=[self._key(key) for key, _ in parts], args=[amount for _, amount in parts]
+        )
 
     async def undo(self, owner: str) -> bool:
         """Give back what ``owner`` took, if its journal entry is still there (once only)."""
