@@ -263,9 +263,7 @@ def test_a_flash_sale_per_user_limit_holds_under_concurrency(settings, client, i
 def test_racing_cancellations_give_the_stock_back_once(settings, client, in_threads):
     live(
         client,
-        spec(
-            "fs", "flash_sale", scope={"skus": ["phone"]}, price=5000, stock=10, per_user_limit=1
-        ),
+        spec("fs", "flash_sale", scope={"skus": ["phone"]}, price=5000, stock=10, per_user_limit=1),
     )
     placed = []
     for customer in ("keeps", "cancels"):
