@@ -729,7 +729,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--concurrency", type=int, default=8, help="attempts in flight per process")
     parser.add_argument("--attempts", type=int, default=40_000, help="attempts per Redis run")
-    parser.add_argument("--pg-attempts", type=int, default=6_000, help="per PostgreSQL run")
+    parser.add_argument("--pg-attempts", type=int, default=4_000, help="per PostgreSQL run")
     parser.add_argument("--rounds", type=int, default=1, help="measure each this many times")
     parser.add_argument(
         "--stock-share",
