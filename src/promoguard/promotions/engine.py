@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timezone
 from decimal import Decimal
 from operator import attrgetter, le
 from typing import Any
+
+from pydantic_core import TzInfo
 
 from promoguard.money import BPS_WHOLE, allocate, formatter, percent_to_bps, price_after_bps
 from promoguard.promotions.model import (
@@ -85,6 +87,21 @@ def _pct(bps: int) -> str:
     return f"{whole}.{part:02d}".rstrip("0").rstrip(".") + "%" if part else f"{whole}%"
 
 
+def _comparable(moment: datetime) -> datetime:
+    """``moment`` as the engine compares it with others: in UTC when its zone has a fixed offset.
+
+    Two aware datetimes in different zones compare by their instants, which makes Python ask
+    both zones for their offsets every time; in one shared zone object they compare at once.
+    For a fixed-offset zone the instant is the whole story, so moving it to UTC changes no
+    comparison's answer. Any other zone (say a ``ZoneInfo``, where two times of the *same* zone
+    compare by wall clock) is left as it is.
+    """
+    return moment.astimezone(UTC) if type(moment.tzinfo) in _FIXED_OFFSET else moment
+
+
+_FIXED_OFFSET = (timezone, TzInfo)
+
+
 class PricingError(ValueError):
     """The engine was called with something it cannot price (a naive ``now``)."""
 
@@ -114,6 +131,8 @@ class _Compiled:
 
     __slots__ = (
         "currency",
+        "ended",
+        "ends",
         "ex_cats",
         "ex_skus",
         "ex_tags",
@@ -123,12 +142,12 @@ class _Compiled:
         "item",
         "kind",
         "layer",
+        "not_started",
         "param",
         "rank",
         "ratio_bps",
         "spec",
-        "valid_from",
-        "valid_until",
+        "starts",
         "version",
     )
 
@@ -144,8 +163,13 @@ class _Compiled:
         self.ratio_bps = (
             None if spec.max_discount_ratio is None else _ratio_bps(spec.max_discount_ratio)
         )
-        self.valid_from = spec.valid_from
-        self.valid_until = spec.valid_until
+        # The window, ready to compare with the pricing instant, and the words for each side.
+        self.starts = None if spec.valid_from is None else _comparable(spec.valid_from)
+        self.ends = None if spec.valid_until is None else _comparable(spec.valid_until)
+        self.not_started = (
+            "" if spec.valid_from is None else f"not started: starts {spec.valid_from.isoformat()}"
+        )
+        self.ended = "" if spec.valid_until is None else f"ended {spec.valid_until.isoformat()}"
         self.currency = spec.currency
         self.ex_skus = spec.scope.exclude_skus
         self.ex_cats = spec.scope.exclude_categories
@@ -374,7 +398,7 @@ class _Pricing:
 
     def __init__(self, ruleset: RuleSet, cart: Cart, customer: Customer, now: datetime) -> None:
         self.customer = customer
-        self.now = now
+        self.clock = _comparable(now)
         self.cur = cart.currency
         self.fmt = formatter(cart.currency)
         # Lines are priced in SKU order and put back in cart order at the end: every tie (a
@@ -469,11 +493,11 @@ class _Pricing:
         if rule.currency != self.cur:
             self.note(rule, False, f"rule is priced in {rule.currency}, the cart in {self.cur}")
             return False
-        if rule.valid_from is not None and self.now < rule.valid_from:
-            self.note(rule, False, f"not started: starts {rule.valid_from.isoformat()}")
+        if rule.starts is not None and self.clock < rule.starts:
+            self.note(rule, False, rule.not_started)
             return False
-        if rule.valid_until is not None and self.now >= rule.valid_until:
-            self.note(rule, False, f"ended {rule.valid_until.isoformat()}")
+        if rule.ends is not None and self.clock >= rule.ends:
+            self.note(rule, False, rule.ended)
             return False
         if (why := self.customer.unavailable.get(rule.id)) is not None:
             self.note(rule, False, f"not available: {why}")
