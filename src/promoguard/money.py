@@ -137,14 +137,13 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
         if total:
             raise MoneyError("cannot allocate a positive amount over zero weights")
         return [0] * len(weights)
-    shares = [total * weight for weight in weights]
-    parts = [share // weight_sum for share in shares]
+    parts = [total * weight // weight_sum for weight in weights]
     left = total - sum(parts)
     if left:
-        # The largest remainders take one unit more each; the sort is stable, so ties go to the
-        # earlier weight. (``part * weight_sum - share`` is minus the remainder.)
-        shortfall = [part * weight_sum - share for part, share in zip(parts, shares, strict=True)]
-        for index in sorted(range(len(parts)), key=shortfall.__getitem__)[:left]:
+        # The largest remainders take one unit more each. A reversed sort keeps equal keys in
+        # their order, so ties go to the earlier weight.
+        remainders = [total * weight % weight_sum for weight in weights]
+        for index in sorted(range(len(parts)), key=remainders.__getitem__, reverse=True)[:left]:
             parts[index] += 1
     return parts
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 from decimal import Decimal
-from operator import attrgetter, le
+from operator import attrgetter, le, sub
 from typing import Any
 
 from pydantic_core import TzInfo
@@ -421,8 +421,9 @@ class _Pricing:
         self.segments: dict[int, list[tuple[int, int]]] = {}
         """Lines whose units differ in price after the item layer: (unit price, count), cheapest
         first. Other lines' units all cost their unit price."""
-        self.touched = [False] * len(lines)
-        self.closed = [False] * len(lines)
+        self.closed: set[int] = set()
+        """Lines an exclusive rule discounted: no later rule touches them. (A line some rule
+        discounted is one whose ``line_discounts`` list is not empty.)"""
         self.list_total = sum(listed)
         self.order_allowed = self.list_total * ruleset._max_bps // BPS_WHOLE
         self.given = 0
@@ -499,7 +500,8 @@ class _Pricing:
         if rule.ends is not None and self.clock >= rule.ends:
             self.note(rule, False, rule.ended)
             return False
-        if (why := self.customer.unavailable.get(rule.id)) is not None:
+        unavailable = self.customer.unavailable
+        if unavailable and (why := unavailable.get(rule.id)) is not None:
             self.note(rule, False, f"not available: {why}")
             return False
         return True
@@ -604,13 +606,14 @@ class _Pricing:
 
     def _apply(self, rule: _Compiled) -> None:
         closed = self.closed
-        idx = [i for i in self.matches[rule] if not closed[i]]
+        in_scope = self.matches[rule]
+        idx = [i for i in in_scope if i not in closed] if closed else in_scope.copy()
         if not idx:
             self.note(rule, False, "every line in scope already takes an exclusive offer")
             return
         if rule.exclusive:
-            touched = self.touched
-            idx = [i for i in idx if not touched[i]]
+            discounted = self.line_discounts
+            idx = [i for i in idx if not discounted[i]]
             if not idx:
                 self.note(rule, False, "exclusive, and every line in scope is already discounted")
                 return
@@ -640,7 +643,8 @@ class _Pricing:
         """
         amount = self.amount
         floors = self.floors
-        caps = [amount[i] - floors[i] for i in idx]  # the guard keeps every line >= its floor
+        caps = list(map(sub, map(amount.__getitem__, idx), map(floors.__getitem__, idx)))
+        # (the guard keeps every line >= its floor)
         shares = (
             None if weights is None else [min(w, c) for w, c in zip(weights, caps, strict=True)]
         )
@@ -649,22 +653,19 @@ class _Pricing:
             self.note(rule, False, f"held back by the guard (asked {self.fmt(requested)})")
             return
         if shares is None:
-            parts = _spread(granted, [amount[i] for i in idx], caps)
+            parts = _spread(granted, list(map(amount.__getitem__, idx)), caps)
         else:
             parts = allocate(granted, shares)
         allocations = [0] * len(amount)  # in cart order, like the quote's lines
-        cart_order, touched, line_discounts = self.cart_order, self.touched, self.line_discounts
-        closes = self.closed if rule.exclusive else None
+        cart_order, line_discounts = self.cart_order, self.line_discounts
         rule_id, version, kind = rule.id, rule.version, rule.kind
         for i, part in zip(idx, parts, strict=True):
-            if not part:
-                continue
-            amount[i] -= part
-            allocations[cart_order[i]] = part
-            touched[i] = True
-            if closes is not None:
-                closes[i] = True
-            line_discounts[i].append(_new(LineDiscount, (rule_id, version, kind, part)))
+            if part:
+                amount[i] -= part
+                allocations[cart_order[i]] = part
+                line_discounts[i].append(_new(LineDiscount, (rule_id, version, kind, part)))
+        if rule.exclusive:
+            self.closed.update(i for i, part in zip(idx, parts, strict=True) if part)
         self.given += granted
         self.discounts.append(
             _new(
@@ -690,7 +691,7 @@ class _Pricing:
             )
             granted = available
         if rule.ratio_bps is not None:
-            list_sum = sum(self.listed[i] for i in idx)
+            list_sum = sum(map(self.listed.__getitem__, idx))
             room = max(0, list_sum * rule.ratio_bps // BPS_WHOLE - list_sum + self.base(idx))
             if granted > room:
                 self.trip(
@@ -717,8 +718,7 @@ class _Pricing:
     # -- evaluators: a discount and optional per-line weights, or the reason there is none -----
 
     def base(self, idx: list[int]) -> int:
-        amount = self.amount
-        return sum(amount[i] for i in idx)
+        return sum(map(self.amount.__getitem__, idx))
 
     def threshold(self, rule: _Compiled, idx: list[int]) -> _Outcome:
         tiers, repeat, repeat_cap = rule.param
