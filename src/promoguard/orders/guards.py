@@ -85,7 +85,9 @@ def takes(quote: Quote, ruleset: RuleSet, identity: Identity, customer: Customer
             units = sum(lines[i].quantity for i, part in enumerate(discount.allocations) if part)
             # The engine gives the flash price to no more units than the customer has left.
             units = min(units, spec.per_user_limit - customer.flash_sale_used.get(rule, 0))
-            found.append(Take(f"stock:{rule}", units, spec.stock, "flash_sale_sold_out"))
+            found.append(
+                Take(f"stock:{rule}", units, spec.stock, "flash_sale_sold_out", shared=True)
+            )
             found.append(
                 Take(
                     flash_units_key(rule, customer_id),
@@ -98,9 +100,21 @@ def takes(quote: Quote, ruleset: RuleSet, identity: Identity, customer: Customer
             found += (Take(f"first:{s}", 1, 1, "first_order_used") for s in identity.signals)
         limits = spec.limits
         if limits.budget is not None:
-            found.append(Take(f"budget:{rule}", discount.amount, limits.budget, "budget_exhausted"))
+            found.append(
+                Take(
+                    f"budget:{rule}",
+                    discount.amount,
+                    limits.budget,
+                    "budget_exhausted",
+                    shared=True,
+                )
+            )
         if limits.max_redemptions is not None:
-            found.append(Take(f"uses:{rule}", 1, limits.max_redemptions, "redemption_cap_reached"))
+            found.append(
+                Take(
+                    f"uses:{rule}", 1, limits.max_redemptions, "redemption_cap_reached", shared=True
+                )
+            )
         if limits.per_customer is not None:
             found.append(
                 Take(

@@ -8,7 +8,8 @@ takes are all-or-nothing: an order that fits the stock but not the budget takes 
 - :class:`SqlCounters` (SQLite and PostgreSQL): a conditional upsert per take inside the order's
   own transaction (``INSERT ... ON CONFLICT DO UPDATE SET used = used + n WHERE used + n <= limit
   RETURNING used``); a refusal aborts the transaction, so nothing is half-taken. Keys are taken
-  in sorted order so two PostgreSQL transactions never lock the same rows in opposite orders.
+  in one fixed order (contended ones last) so two PostgreSQL transactions never lock the same
+  rows in opposite orders.
 - :class:`RedisCounters`: one Lua script checks every take and only then raises them all, in one
   atomic step. Redis is the admission gate and the database's reservation rows are the record:
   the script also writes a journal entry (which order took what) that is cleared once the order's
@@ -41,6 +42,9 @@ class Take(NamedTuple):
     amount: int
     limit: int
     refusal: str
+    shared: bool = False
+    """Many customers contend for this counter (stock, a budget): it is taken after the
+    per-customer ones, so its row lock (PostgreSQL) is held as briefly as possible."""
 
 
 Part = tuple[str, int]
@@ -87,7 +91,9 @@ class Counters(ABC):
 
 
 def _sorted(takes: Sequence[Take]) -> list[Take]:
-    return sorted(takes, key=lambda t: t.key)
+    # One fixed order for everyone (no two transactions lock rows in opposite orders), with
+    # the contended counters last.
+    return sorted(takes, key=lambda t: (t.shared, t.key))
 
 
 class SqlCounters(Counters):
