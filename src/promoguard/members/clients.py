@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -42,6 +42,8 @@ __all__ = [
     "TierAnswer",
     "build_dependencies",
 ]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,25 @@ def _json(response: httpx.Response) -> object:
         raise _BadAnswerError(f"{response.url}: not JSON") from exc
 
 
+async def _ask(
+    breakers: Breakers,
+    name: str,
+    deadline: float,
+    call: Callable[[], Awaitable[httpx.Response]],
+    read: Callable[[httpx.Response], _T | None],
+) -> _T | None:
+    """One call through the dependency's breaker within its deadline, and its answer read; None
+    when it cannot be had. Never raises: a bug here must not fail the quote (it is logged)."""
+    try:
+        async with breakers.guard(name), asyncio.timeout(deadline):
+            return read(await call())
+    except _UNAVAILABLE:
+        return None
+    except Exception:
+        log.exception("%s lookup failed unexpectedly", name)
+        return None
+
+
 class HttpMemberTiers:
     """Member tiers from the member-tier service: ``GET {base}/v1/tiers/{customer_id}``.
 
@@ -236,16 +257,14 @@ class HttpMemberTiers:
 
     async def tier(self, customer_id: str, asserted: str | None) -> TierAnswer:  # noqa: ARG002
         """The service's tier for ``customer_id``, or unknown; never raises."""
-        try:
-            async with self._breakers.guard(self._name), asyncio.timeout(self._deadline):
-                response = await self._client.get(f"/v1/tiers/{quote(customer_id, safe='')}")
-                return _tier_answer(response, customer_id)
-        except _UNAVAILABLE:
-            return UNKNOWN_TIER
-        except Exception:
-            # A bug here must not fail the quote: the tier is unknown, and the trace is logged.
-            log.exception("member-tier lookup failed unexpectedly")
-            return UNKNOWN_TIER
+        found = await _ask(
+            self._breakers,
+            self._name,
+            self._deadline,
+            lambda: self._client.get(f"/v1/tiers/{quote(customer_id, safe='')}"),
+            lambda response: _tier_answer(response, customer_id),
+        )
+        return UNKNOWN_TIER if found is None else found
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -290,16 +309,13 @@ class HttpInventory:
         wanted = list(dict.fromkeys(skus))
         if not wanted:
             return {}
-        try:
-            async with self._breakers.guard(self._name), asyncio.timeout(self._deadline):
-                response = await self._client.get("/v1/stock", params=[("sku", s) for s in wanted])
-                return _stock_answer(response, wanted)
-        except _UNAVAILABLE:
-            return None
-        except Exception:
-            # A bug here must not fail the quote: stock is unknown, and the trace is logged.
-            log.exception("stock lookup failed unexpectedly")
-            return None
+        return await _ask(
+            self._breakers,
+            self._name,
+            self._deadline,
+            lambda: self._client.get("/v1/stock", params=[("sku", s) for s in wanted]),
+            lambda response: _stock_answer(response, wanted),
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool."""

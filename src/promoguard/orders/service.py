@@ -11,6 +11,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -266,20 +267,11 @@ class Checkout:
         ruleset = snapshot.ruleset
         identity = self.identity(request.customer)
         tier, degraded = await self._tier(ruleset, request)
-        if request.coupons or self._reads(ruleset):
-            async with self._db.read() as session:
-                priced = await self._price(
-                    session,
-                    ruleset=ruleset,
-                    stamp=snapshot.stamp,
-                    request=request,
-                    identity=identity,
-                    tier=tier,
-                    now=now,
-                )
-        else:  # the hot path: nothing to read, no transaction
+        # The hot path (no coupons, no limited rules) reads nothing and opens no transaction.
+        reads = bool(request.coupons) or self._reads(ruleset)
+        async with self._db.read() if reads else nullcontext() as session:
             priced = await self._price(
-                None,
+                session,
                 ruleset=ruleset,
                 stamp=snapshot.stamp,
                 request=request,
