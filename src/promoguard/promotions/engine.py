@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 from decimal import Decimal
+from functools import cache
 from operator import attrgetter, le, sub
 from typing import Any
 
@@ -81,6 +82,7 @@ _ITEM_LABEL = {
 }
 
 
+@cache
 def _pct(bps: int) -> str:
     """Basis points as a percent for people: 1250 -> "12.5%"."""
     whole, part = divmod(bps, 100)
@@ -175,7 +177,9 @@ class _Compiled:
         self.ex_cats = spec.scope.exclude_categories
         self.ex_tags = spec.scope.exclude_tags
         self.has_exclusions = bool(self.ex_skus or self.ex_cats or self.ex_tags)
-        self.param: Any = _PARAMS[type(spec)](spec)
+        # Evaluators run only when the cart is in the rule's currency: its amounts can be
+        # written out now, once, instead of on every quote.
+        self.param: Any = _PARAMS[type(spec)](spec, formatter(spec.currency))
 
     def covers(self, line: CartLine) -> bool:
         """Tell whether the rule's scope takes in this line (what the indexes answer in bulk)."""
@@ -198,21 +202,45 @@ class _Compiled:
         )
 
 
-_PARAMS: dict[type, Callable[[Any], Any]] = {
-    Threshold: lambda s: (
-        tuple((t.min_spend, t.discount) for t in s.tiers),
-        s.repeat,
-        s.repeat_cap,
-    ),
-    PercentOff: lambda s: (_bps(s.percent), s.cap, s.min_spend),
-    TieredPercent: lambda s: tuple((t.min_quantity, _bps(t.percent)) for t in s.tiers),
-    FixedPrice: lambda s: s.price,
-    BxGy: lambda s: (s.buy, s.get, _bps(s.percent), s.max_applications),
-    MemberPrice: lambda s: {o.tier: (o.price, _bps(o.percent)) for o in s.offers},
-    FirstOrder: lambda s: (s.discount, _bps(s.percent), s.cap, s.min_spend),
-    GroupBuy: lambda s: s.price,
-    FlashSale: lambda s: (s.price, s.per_user_limit),
-    Coupon: lambda s: (s.benefit, s.min_spend, s.discount, _bps(s.percent), s.cap),
+_Format = Callable[[int], str]
+
+
+def _threshold_param(s: Threshold, fmt: _Format) -> tuple[Any, ...]:
+    # Each tier with its words ("满200.00减20.00"; a repeating one adds 每 in front).
+    tiers = tuple(
+        (t.min_spend, t.discount, f"满{fmt(t.min_spend)}减{fmt(t.discount)}") for t in s.tiers
+    )
+    capped = "" if s.repeat_cap is None else f", capped at {fmt(s.repeat_cap)}"
+    return tiers, s.repeat, s.repeat_cap, f" < {fmt(s.tiers[0].min_spend)}", capped
+
+
+def _first_order_param(s: FirstOrder, fmt: _Format) -> tuple[Any, ...]:
+    saves = "" if s.discount is None else f"first order, {fmt(s.discount)} off"
+    return s.discount, _bps(s.percent), s.cap, s.min_spend, f" < {fmt(s.min_spend)}", saves
+
+
+def _coupon_param(s: Coupon, fmt: _Format) -> tuple[Any, ...]:
+    short = f"coupon needs {fmt(s.min_spend)} in scope, cart has "
+    if s.discount is None:
+        saves = ""
+    elif s.benefit == "threshold":
+        saves = f"coupon 满{fmt(s.min_spend)}减{fmt(s.discount)}"
+    else:
+        saves = f"no-threshold coupon, {fmt(s.discount)} off"
+    return s.benefit, s.min_spend, s.discount, _bps(s.percent), s.cap, short, saves
+
+
+_PARAMS: dict[type, Callable[[Any, _Format], Any]] = {
+    Threshold: _threshold_param,
+    PercentOff: lambda s, fmt: (_bps(s.percent), s.cap, s.min_spend, f" < {fmt(s.min_spend)}"),
+    TieredPercent: lambda s, _: tuple((t.min_quantity, _bps(t.percent)) for t in s.tiers),
+    FixedPrice: lambda s, _: s.price,
+    BxGy: lambda s, _: (s.buy, s.get, _bps(s.percent), s.max_applications),
+    MemberPrice: lambda s, _: {o.tier: (o.price, _bps(o.percent)) for o in s.offers},
+    FirstOrder: _first_order_param,
+    GroupBuy: lambda s, _: s.price,
+    FlashSale: lambda s, _: (s.price, s.per_user_limit),
+    Coupon: _coupon_param,
 }
 
 
@@ -721,26 +749,25 @@ class _Pricing:
         return sum(map(self.amount.__getitem__, idx))
 
     def threshold(self, rule: _Compiled, idx: list[int]) -> _Outcome:
-        tiers, repeat, repeat_cap = rule.param
+        tiers, repeat, repeat_cap, short, capped = rule.param
         base = self.base(idx)
-        fmt = self.fmt
         if base < tiers[0][0]:
-            return f"threshold not met: {fmt(base)} < {fmt(tiers[0][0])}"
+            return f"threshold not met: {self.fmt(base)}{short}"
         if repeat:
-            step, each = tiers[0]
+            step, each, words = tiers[0]
             times = base // step
-            why = f"每满{fmt(step)}减{fmt(each)} ×{times} on {fmt(base)}"
+            why = f"每{words} ×{times} on {self.fmt(base)}"
             if repeat_cap is not None and times * each > repeat_cap:
-                return repeat_cap, None, f"{why}, capped at {fmt(repeat_cap)}"
+                return repeat_cap, None, why + capped
             return times * each, None, why
-        spend, saving = next(t for t in reversed(tiers) if base >= t[0])
-        return saving, None, f"满{fmt(spend)}减{fmt(saving)} reached with {fmt(base)}"
+        _, saving, words = [t for t in tiers if base >= t[0]][-1]
+        return saving, None, f"{words} reached with {self.fmt(base)}"
 
     def percent_off(self, rule: _Compiled, idx: list[int]) -> _Outcome:
-        off_bps, cap, min_spend = rule.param
+        off_bps, cap, min_spend, short = rule.param
         base = self.base(idx)
         if base < min_spend:
-            return f"minimum spend not met: {self.fmt(base)} < {self.fmt(min_spend)}"
+            return f"minimum spend not met: {self.fmt(base)}{short}"
         return self._percent(base, off_bps, cap)
 
     def _percent(self, base: int, off_bps: int, cap: int | None) -> tuple[int, None, str]:
@@ -753,12 +780,12 @@ class _Pricing:
     def first_order(self, rule: _Compiled, idx: list[int]) -> _Outcome:
         if not self.customer.first_order:
             return "not a first order for this customer's identity"
-        discount, off_bps, cap, min_spend = rule.param
+        discount, off_bps, cap, min_spend, short, saves = rule.param
         base = self.base(idx)
         if base < min_spend:
-            return f"minimum spend not met: {self.fmt(base)} < {self.fmt(min_spend)}"
+            return f"minimum spend not met: {self.fmt(base)}{short}"
         if discount is not None:
-            return int(discount), None, f"first order, {self.fmt(discount)} off"
+            return int(discount), None, saves
         return self._percent(base, off_bps, cap)
 
     def tiered_percent(self, rule: _Compiled, idx: list[int]) -> _Outcome:
@@ -813,15 +840,13 @@ class _Pricing:
         return sum(weights), weights, why
 
     def coupon(self, rule: _Compiled, idx: list[int]) -> _Outcome:
-        benefit, min_spend, discount, off_bps, cap = rule.param
+        benefit, min_spend, discount, off_bps, cap, short, saves = rule.param
         base = self.base(idx)
         if base < min_spend:
-            return f"coupon needs {self.fmt(min_spend)} in scope, cart has {self.fmt(base)}"
+            return f"{short}{self.fmt(base)}"
         if benefit == "percent":
             return self._percent(base, off_bps, cap)
-        if benefit == "threshold":
-            return int(discount), None, f"coupon 满{self.fmt(min_spend)}减{self.fmt(discount)}"
-        return int(discount), None, f"no-threshold coupon, {self.fmt(discount)} off"
+        return int(discount), None, saves
 
 
 _EVALUATE: dict[str, Callable[[_Pricing, _Compiled, list[int]], _Outcome]] = {
