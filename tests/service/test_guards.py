@@ -797,3 +797,16 @@ def test_a_quote_lists_no_degraded_dependency_normally(client):
 
     assert q["degraded"] == []
     assert q["total"] == 18000
+
+
+def test_a_long_rule_id_and_customer_id_still_fit_the_counter_keys(client):
+    rule = "r" * 64
+    customer = "c" * 128
+    live(client, threshold(rule, spend=100, off=10, limits={"per_customer": 1}))
+    first = quote(client, [line("a", 1000)], customer=customer)
+    placed = client.post(
+        "/v1/orders", json={"quote_token": first["quote_token"]}, headers={"Idempotency-Key": "k1"}
+    )
+    assert placed.status_code == 201, placed.text
+    again = quote(client, [line("a", 1000)], customer=customer)
+    assert again["total"] == 1000  # the limit of one is used: no discount the second time

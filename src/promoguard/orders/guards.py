@@ -22,6 +22,7 @@ and stock (with the new version's limit).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from promoguard.orders.identity import Identity
@@ -52,9 +53,16 @@ REFUSALS = {
 """Problem code -> message of a take that does not fit."""
 
 
+def _who(customer_id: str) -> str:
+    # Keys must fit 200 characters with a 64-character rule id: a long customer id is hashed.
+    if len(customer_id) <= 96:
+        return customer_id
+    return "sha256-" + hashlib.sha256(customer_id.encode()).hexdigest()[:40]
+
+
 def flash_units_key(rule_id: str, customer_id: str) -> str:
     """The counter of flash-sale units one customer bought."""
-    return f"units:{rule_id}:{customer_id}"
+    return f"units:{rule_id}:{_who(customer_id)}"
 
 
 def limited_rules(ruleset: RuleSet) -> list[Rule]:
@@ -118,7 +126,7 @@ def takes(quote: Quote, ruleset: RuleSet, identity: Identity, customer: Customer
         if limits.per_customer is not None:
             found.append(
                 Take(
-                    f"customer:{rule}:{customer_id}",
+                    f"customer:{rule}:{_who(customer_id)}",
                     1,
                     limits.per_customer,
                     "customer_limit_reached",
