@@ -32,6 +32,7 @@ from tests.service.helpers import line, live, order, quote, spec
 from tests.service.test_concurrency import BARRIER_TIMEOUT, count, tally
 
 from promoguard.app import create_app
+from promoguard.orders.guards import customer_key
 from promoguard.settings import Settings
 from promoguard.store.db import sync_url
 
@@ -423,7 +424,7 @@ def test_a_per_customer_limit_of_one_holds_under_fifty_parallel_orders(shop, api
     [winner] = [o["body"] for o in placed if o["status"] == 201]
     assert (rules_of(winner), winner["total"]) == (["pc"], 14000)
     assert count(shop, "orders") == 1
-    assert level(shop, f"customer:pc:{LONG_ID}") == 1
+    assert level(shop, customer_key("pc", LONG_ID)) == 1
     assert unsettled(shop) == 0
 
 

@@ -34,6 +34,7 @@ from promoguard.store.counters import Take
 __all__ = [
     "REFUSALS",
     "Need",
+    "customer_key",
     "flash_units_key",
     "limited_rules",
     "refusal_detail",
@@ -58,6 +59,11 @@ def _who(customer_id: str) -> str:
     if len(customer_id) <= 96:
         return customer_id
     return "sha256-" + hashlib.sha256(customer_id.encode()).hexdigest()[:40]
+
+
+def customer_key(rule_id: str, customer_id: str) -> str:
+    """The counter of orders one customer placed with a rule (``limits.per_customer``)."""
+    return f"customer:{rule_id}:{_who(customer_id)}"
 
 
 def flash_units_key(rule_id: str, customer_id: str) -> str:
@@ -126,7 +132,7 @@ def takes(quote: Quote, ruleset: RuleSet, identity: Identity, customer: Customer
         if limits.per_customer is not None:
             found.append(
                 Take(
-                    f"customer:{rule}:{_who(customer_id)}",
+                    customer_key(rule, customer_id),
                     1,
                     limits.per_customer,
                     "customer_limit_reached",
