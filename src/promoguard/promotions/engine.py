@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 from decimal import Decimal
 from functools import cache
-from operator import attrgetter, le, sub
+from operator import attrgetter, le
 from typing import Any
 
 from pydantic_core import TzInfo
@@ -132,9 +132,12 @@ class _Compiled:
     """A rule prepared for pricing: the spec plus the exact integers the engine needs."""
 
     __slots__ = (
+        "all_items",
+        "categories",
         "currency",
         "ended",
         "ends",
+        "everywhere",
         "ex_cats",
         "ex_skus",
         "ex_tags",
@@ -148,8 +151,10 @@ class _Compiled:
         "param",
         "rank",
         "ratio_bps",
+        "skus",
         "spec",
         "starts",
+        "tags",
         "version",
     )
 
@@ -177,20 +182,25 @@ class _Compiled:
         self.ex_cats = spec.scope.exclude_categories
         self.ex_tags = spec.scope.exclude_tags
         self.has_exclusions = bool(self.ex_skus or self.ex_cats or self.ex_tags)
+        # The scope again, read from the spec once: a pydantic attribute costs more to read.
+        self.all_items = spec.scope.all_items
+        self.skus = spec.scope.skus
+        self.categories = spec.scope.categories
+        self.tags = spec.scope.tags
+        self.everywhere = self.all_items and not self.has_exclusions
         # Evaluators run only when the cart is in the rule's currency: its amounts can be
         # written out now, once, instead of on every quote.
         self.param: Any = _PARAMS[type(spec)](spec, formatter(spec.currency))
 
     def covers(self, line: CartLine) -> bool:
         """Tell whether the rule's scope takes in this line (what the indexes answer in bulk)."""
-        scope = self.spec.scope
         if self.has_exclusions and self.excludes(line):
             return False
         return (
-            scope.all_items
-            or line.sku in scope.skus
-            or line.category in scope.categories
-            or bool(scope.tags and line.tags & scope.tags)
+            self.all_items
+            or line.sku in self.skus
+            or line.category in self.categories
+            or bool(self.tags and line.tags & self.tags)
         )
 
     def excludes(self, line: CartLine) -> bool:
@@ -273,14 +283,13 @@ class RuleSet:
                 # A coupon can only apply when the customer holds it: look it up by id.
                 self._coupons[rule.id] = rule
                 continue
-            scope = rule.spec.scope
-            if scope.all_items:
+            if rule.all_items:
                 self._everywhere.append(rule)
-            for sku in scope.skus:
+            for sku in rule.skus:
                 by_sku.setdefault(sku, []).append(rule)
-            for category in scope.categories:
+            for category in rule.categories:
                 by_category.setdefault(category, []).append(rule)
-            for tag in scope.tags:
+            for tag in rule.tags:
                 by_tag.setdefault(tag, []).append(rule)
         # Tuples: a line's candidates are then one concatenation, in rank order per index.
         self._by_sku = {sku: tuple(found) for sku, found in by_sku.items()}
@@ -311,7 +320,7 @@ class RuleSet:
             coupon = self._coupons.get(coupon_id)
             if coupon is None:
                 continue
-            if coupon.spec.scope.all_items and not coupon.has_exclusions:
+            if coupon.everywhere:
                 matches[coupon] = every_line.copy()
                 continue
             hit = [i for i, line in enumerate(lines) if coupon.covers(line)]
@@ -426,6 +435,7 @@ class _Pricing:
 
     def __init__(self, ruleset: RuleSet, cart: Cart, customer: Customer, now: datetime) -> None:
         self.customer = customer
+        self.unavailable = customer.unavailable
         self.clock = _comparable(now)
         self.cur = cart.currency
         self.fmt = formatter(cart.currency)
@@ -434,15 +444,19 @@ class _Pricing:
         # lists its lines, so the line order can never change what anyone pays.
         in_cart = cart.lines
         skus = [line.sku for line in in_cart]
-        self.cart_order = sorted(range(len(skus)), key=skus.__getitem__)
-        self.lines = lines = tuple([in_cart[i] for i in self.cart_order])
+        self.cart_order = cart_order = sorted(range(len(skus)), key=skus.__getitem__)
+        self.lines = lines = tuple([in_cart[i] for i in cart_order])
+        heads: list[tuple[str, int, int]] = []
         listed: list[int] = []
         floors: list[int] = []
-        for line in lines:
-            price = line.unit_price * line.quantity
+        for line, i in zip(lines, cart_order, strict=True):
+            unit, quantity, floor = line.unit_price, line.quantity, line.floor_price
+            price = unit * quantity
+            heads.append((skus[i], quantity, unit))
             listed.append(price)
-            floor = line.floor_price
-            floors.append(0 if floor is None else min(floor * line.quantity, price))
+            floors.append(0 if floor is None else min(floor * quantity, price))
+        self.heads = heads
+        """Each line's sku, quantity and unit price: how its QuoteLine starts."""
         self.listed = listed
         self.floors = floors
         self.amount = list(listed)
@@ -481,25 +495,15 @@ class _Pricing:
         in_cart_order = [0] * len(self.cart_order)
         for pos, i in enumerate(self.cart_order):
             in_cart_order[i] = pos
-        lines, listed, amount, line_discounts = (
-            self.lines,
+        heads, listed, amount, line_discounts = (
+            self.heads,
             self.listed,
             self.amount,
             self.line_discounts,
         )
         quote_lines = tuple(
             [
-                _new(
-                    QuoteLine,
-                    (
-                        lines[i].sku,
-                        lines[i].quantity,
-                        lines[i].unit_price,
-                        listed[i],
-                        amount[i],
-                        tuple(line_discounts[i]),
-                    ),
-                )
+                _new(QuoteLine, heads[i] + (listed[i], amount[i], tuple(line_discounts[i])))
                 for i in in_cart_order
             ]
         )
@@ -528,7 +532,7 @@ class _Pricing:
         if rule.ends is not None and self.clock >= rule.ends:
             self.note(rule, False, rule.ended)
             return False
-        unavailable = self.customer.unavailable
+        unavailable = self.unavailable
         if unavailable and (why := unavailable.get(rule.id)) is not None:
             self.note(rule, False, f"not available: {why}")
             return False
@@ -671,8 +675,7 @@ class _Pricing:
         """
         amount = self.amount
         floors = self.floors
-        caps = list(map(sub, map(amount.__getitem__, idx), map(floors.__getitem__, idx)))
-        # (the guard keeps every line >= its floor)
+        caps = [amount[i] - floors[i] for i in idx]  # the guard keeps every line >= its floor
         shares = (
             None if weights is None else [min(w, c) for w, c in zip(weights, caps, strict=True)]
         )
@@ -681,7 +684,7 @@ class _Pricing:
             self.note(rule, False, f"held back by the guard (asked {self.fmt(requested)})")
             return
         if shares is None:
-            parts = _spread(granted, list(map(amount.__getitem__, idx)), caps)
+            parts = _spread(granted, [amount[i] for i in idx], caps)
         else:
             parts = allocate(granted, shares)
         allocations = [0] * len(amount)  # in cart order, like the quote's lines
