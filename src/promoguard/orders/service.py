@@ -605,6 +605,7 @@ class Checkout:
                 "groups": sorted(customer.groups),
                 "coupons": sorted(customer.coupons),
                 "flash_sale_used": dict(customer.flash_sale_used),
+                "unavailable": dict(customer.unavailable),
                 "signals": list(priced.identity.signals),
             },
         }
