@@ -437,8 +437,8 @@ class _Pricing:
         self.customer = customer
         self.unavailable = customer.unavailable
         self.clock = _comparable(now)
-        self.cur = cart.currency
-        self.fmt = formatter(cart.currency)
+        self.cur = currency = cart.currency
+        self.fmt = formatter(currency)
         # Lines are priced in SKU order and put back in cart order at the end: every tie (a
         # rounding remainder, equally cheap units) then breaks the same way however the cart
         # lists its lines, so the line order can never change what anyone pays.
