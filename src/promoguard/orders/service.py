@@ -338,13 +338,39 @@ class Checkout:
                 session, ruleset=ruleset, request=request, identity=identity, tier=tier, now=now
             )
         quote = ruleset.quote(request.cart, customer, now)
-        if session is not None and quote.discounts and self._reads(ruleset):
-            needs = takes(quote, ruleset, identity, customer)
-            levels = await self.counters.levels(session, {t.key for _, t in needs})
-            if blocked := unfit(needs, levels):
-                customer = customer.model_copy(update={"unavailable": blocked})
-                quote = ruleset.quote(request.cart, customer, now)
+        if session is not None:
+            customer, quote = await self._without_used_up(
+                session,
+                ruleset=ruleset,
+                request=request,
+                identity=identity,
+                customer=customer,
+                quote=quote,
+                now=now,
+            )
         return Priced(quote, customer, stamp, ruleset, identity)
+
+    async def _without_used_up(
+        self,
+        session: AsyncSession,
+        *,
+        ruleset: RuleSet,
+        request: QuoteRequest,
+        identity: Identity,
+        customer: Customer,
+        quote: Quote,
+        now: datetime,
+    ) -> tuple[Customer, Quote]:
+        """The quote again without the discounts whose stock, budget or limit cannot cover it
+        now (each left out with the reason), or as it is when all fit."""
+        if not quote.discounts or not self._reads(ruleset):
+            return customer, quote
+        needs = takes(quote, ruleset, identity, customer)
+        levels = await self.counters.levels(session, {t.key for _, t in needs})
+        if not (blocked := unfit(needs, levels)):
+            return customer, quote
+        customer = customer.model_copy(update={"unavailable": blocked})
+        return customer, ruleset.quote(request.cart, customer, now)
 
     async def _customer(
         self,
@@ -492,13 +518,17 @@ class Checkout:
         # Priced without reading the counters: if a limit is used up since the quote, taking it
         # below says which one (a clearer answer than a changed price).
         quote = ruleset.quote(request.cart, customer, now)
-        if quote.total != claims["total"] and quote.discounts and self._reads(ruleset):
+        if quote.total != claims["total"]:
             # The quote may have left out a discount already used up then: price it the same way.
-            needs = takes(quote, ruleset, identity, customer)
-            levels = await self.counters.levels(session, {t.key for _, t in needs})
-            if blocked := unfit(needs, levels):
-                customer = customer.model_copy(update={"unavailable": blocked})
-                quote = ruleset.quote(request.cart, customer, now)
+            customer, quote = await self._without_used_up(
+                session,
+                ruleset=ruleset,
+                request=request,
+                identity=identity,
+                customer=customer,
+                quote=quote,
+                now=now,
+            )
         priced = Priced(quote, customer, stamp, ruleset, identity)
         if quote.total != claims["total"]:
             raise ConflictError(

@@ -6,13 +6,13 @@ works the same on SQLite (3.35+) and PostgreSQL: the limit holds whatever the co
 
 from __future__ import annotations
 
-from sqlalchemy import Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.orders.models import CustomerUsage
+from promoguard.store.db import upsert_insert
 
-__all__ = ["bump_usage", "release_usage", "usage_counts"]
+__all__ = ["bump_usage"]
 
 
 async def bump_usage(
@@ -21,8 +21,7 @@ async def bump_usage(
     """Raise a counter by ``by`` if it stays within ``limit``; tell whether it did."""
     if by > limit:
         return False
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     table = CustomerUsage.__table__
     assert isinstance(table, Table)
     statement = (
@@ -37,26 +36,3 @@ async def bump_usage(
     )
     result = await session.execute(statement)
     return result.scalar_one_or_none() is not None
-
-
-async def release_usage(session: AsyncSession, *, customer_id: str, counter: str, by: int) -> None:
-    """Give back what a cancelled order used."""
-    await session.execute(
-        update(CustomerUsage)
-        .where(
-            CustomerUsage.customer_id == customer_id,
-            CustomerUsage.counter == counter,
-            CustomerUsage.used >= by,
-        )
-        .values(used=CustomerUsage.used - by)
-    )
-
-
-async def usage_counts(session: AsyncSession, *, customer_id: str, prefix: str) -> dict[str, int]:
-    """The customer's counters starting with ``prefix``, keyed by the rest of the name."""
-    rows = await session.execute(
-        select(CustomerUsage.counter, CustomerUsage.used).where(
-            CustomerUsage.customer_id == customer_id, CustomerUsage.counter.startswith(prefix)
-        )
-    )
-    return {counter.removeprefix(prefix): used for counter, used in rows.all()}
