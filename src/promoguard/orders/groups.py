@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.errors import ConflictError, NotFoundError
@@ -32,6 +31,7 @@ from promoguard.orders.models import (
     RefundRequest,
 )
 from promoguard.promotions.rules import GroupBuy
+from promoguard.store.db import upsert_insert
 
 __all__ = [
     "RecordedRefunds",
@@ -78,9 +78,7 @@ class RecordedRefunds:
         now: datetime,
     ) -> bool:
         """Insert the request unless this (order, cause) already has one."""
-        insert_ = (
-            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        )
+        insert_ = upsert_insert(session)
         statement = (
             insert_(RefundRequest)
             .values(

@@ -26,10 +26,10 @@ from typing import ClassVar, NamedTuple, cast
 import orjson
 from redis.asyncio import Redis
 from sqlalchemy import Table, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.orders.models import Counter
+from promoguard.store.db import upsert_insert
 
 __all__ = ["Counters", "RedisCounters", "SqlCounters", "Take"]
 
@@ -111,9 +111,7 @@ class SqlCounters(Counters):
         """Raise each counter within its limit; on a refusal the caller must roll back."""
         table = Counter.__table__
         assert isinstance(table, Table)
-        insert = (
-            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        )
+        insert = upsert_insert(session)
         for take in _sorted(takes):
             if take.amount > take.limit:
                 return take
