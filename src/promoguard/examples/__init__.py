@@ -1,4 +1,5 @@
-"""The bundled 双11 example: campaigns, and carts to price under them (``promoguard price``)."""
+"""The bundled 双11 example: campaigns, carts to price under them (``promoguard price``) and the
+catalogue they sell from (``promoguard lint --catalogue``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from promoguard.promotions.model import Cart, Customer
 
-__all__ = ["Scenario", "ScenarioFile", "campaigns_json", "scenarios_json"]
+__all__ = ["Scenario", "ScenarioFile", "campaigns_json", "catalogue_json", "scenarios_json"]
 
 
 class Scenario(BaseModel):
@@ -38,6 +39,11 @@ class ScenarioFile(BaseModel):
 def campaigns_json() -> str:
     """The bundled example campaigns, as JSON text."""
     return files(__package__).joinpath("campaigns.json").read_text(encoding="utf-8")
+
+
+def catalogue_json() -> str:
+    """The bundled example catalogue (SKUs with floor prices and costs), as JSON text."""
+    return files(__package__).joinpath("catalogue.json").read_text(encoding="utf-8")
 
 
 def scenarios_json() -> str:
