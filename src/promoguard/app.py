@@ -22,7 +22,9 @@ from starlette.routing import Match
 
 from promoguard import __version__
 from promoguard.api import Services, allow
+from promoguard.campaigns import service as campaign_service
 from promoguard.campaigns.live import LiveRules
+from promoguard.campaigns.routes import catalogue_router
 from promoguard.campaigns.routes import router as campaigns_router
 from promoguard.coupons.routes import router as coupons_router
 from promoguard.errors import PromoguardError
@@ -43,6 +45,8 @@ from promoguard.store.db import Database
 __all__ = ["create_app", "problem"]
 
 log = logging.getLogger("promoguard")
+SCHEDULER_SECONDS = 1.0
+"""How often each worker looks for scheduled versions that are due."""
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -123,18 +127,49 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem(500, "internal_error", "something went wrong on our side; it is logged")
 
 
-async def _sweep_forever(checkout: Checkout, interval: float) -> None:
+async def _sweep_forever(
+    checkout: Checkout, db: Database, live: LiveRules, interval: float
+) -> None:
     """Run the sweeper every ``interval`` seconds (each worker does; the sweeps are safe to
-    overlap). A failing sweep is logged and tried again next time."""
+    overlap): unpaid orders, expired groups, and campaigns whose window closed. A failing sweep
+    is logged and tried again next time."""
     while True:
         await asyncio.sleep(interval)
         try:
             report = await checkout.sweep(datetime.now(UTC))
+            async with db.write() as session:
+                ended = await campaign_service.end_closed(session, now=datetime.now(UTC))
         except Exception:
             log.exception("sweep failed")
         else:
+            if ended:
+                log.info("campaigns: %s", "; ".join(ended))
+                await live.announce()
             if any(report.values()):
                 log.info("swept: %s", report)
+
+
+async def _start_scheduled(db: Database, live: LiveRules) -> None:
+    """Make due scheduled versions live, then tell every worker (one cheap read when idle)."""
+    at = datetime.now(UTC)
+    async with db.read() as session:
+        if not await campaign_service.schedule_due(session, now=at):
+            return
+    async with db.write() as session:
+        done = await campaign_service.start_due(session, now=at)
+    if done:
+        log.info("scheduler: %s", "; ".join(done))
+        await live.announce()
+
+
+async def _schedule_forever(db: Database, live: LiveRules, interval: float) -> None:
+    """Start scheduled versions within ``interval`` seconds of their start time."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await _start_scheduled(db, live)
+        except Exception:
+            log.exception("scheduler failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -180,11 +215,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # way, or full collections of these objects show up as 100+ ms pauses in p99 latency.
         gc.collect()
         gc.freeze()
-        sweeper = asyncio.create_task(_sweep_forever(checkout, settings.sweep_interval_seconds))
+        sweeper = asyncio.create_task(
+            _sweep_forever(checkout, db, live, settings.sweep_interval_seconds)
+        )
+        scheduler = asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS))
         try:
             yield
         finally:
             sweeper.cancel()
+            scheduler.cancel()
             await live.stop()
             await deps.aclose()
             if redis is not None:
@@ -199,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(campaigns_router)
+    app.include_router(catalogue_router)
     app.include_router(orders_router)
     app.include_router(coupons_router)
     app.include_router(audit_router)

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from promoguard import __version__, examples
+from promoguard.campaigns import commands
 from promoguard.money import format_minor
 from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Quote
@@ -252,6 +253,9 @@ def keys_create(
         str | None, typer.Option(help="approvers only: marketing, engineering or product")
     ] = None,
     label: Annotated[str, typer.Option(help="what the key is for")] = "",
+    owner: Annotated[
+        str, typer.Option(help="the person holding it: nobody approves a version they wrote")
+    ] = "",
     allow_ip: Annotated[
         list[str] | None, typer.Option(help="CIDR the key may call from (repeat); default any")
     ] = None,
@@ -276,6 +280,7 @@ def keys_create(
                 created_by="cli",
                 department=department,
                 label=label,
+                owner=owner,
                 allowed_ips=allow_ip or [],
             ),
         )
@@ -435,6 +440,12 @@ def member_service(
 
     Console().print(f"reference member-tier and inventory service on http://{host}:{port}")
     run_reference(host, port, tiers, seed=seed)
+
+
+app.command("lint")(commands.lint_command)
+app.command("simulate")(commands.simulate_command)
+app.add_typer(commands.campaigns_app, name="campaigns")
+app.add_typer(commands.catalogue_app, name="catalogue")
 
 
 def _version(value: bool) -> None:

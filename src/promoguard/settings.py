@@ -79,6 +79,32 @@ class Settings(BaseSettings):
     breaker_reset_seconds: float = Field(
         default=10, gt=0, le=3600, description="how long an open breaker waits before a trial"
     )
+    review_departments: list[Literal["marketing", "engineering", "product"]] = Field(
+        default=["marketing", "engineering", "product"],
+        min_length=1,
+        description="departments that must each approve a version before it may go live",
+    )
+    lint_max_share_of_threshold: str = Field(
+        default="0.5", description="a threshold discount above this share of its spend is linted"
+    )
+    lint_max_percent: str = Field(default="70", description="percent off above this is linted")
+    lint_max_discount_ratio: str = Field(
+        default="0.7",
+        description="lint refuses a rule whose worst stacked cart is discounted more than this "
+        "(the run-time guard, max_discount_ratio, caps every quote at 0.9)",
+    )
+    lint_widen_factor: str = Field(
+        default="2", description="a live campaign's audience or depth may not grow more than this"
+    )
+    simulation_sample_size: int = Field(
+        default=500, ge=10, le=100_000, description="recorded orders a simulation re-prices"
+    )
+    expected_orders_per_hour: int = Field(
+        default=1000,
+        ge=0,
+        le=10**9,
+        description="order volume a budget forecast assumes when there is no order history",
+    )
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:

@@ -110,6 +110,7 @@ def signed_client(settings: Settings, role: str = "admin", **options: Any) -> Te
     test_client = TestClient(create_app(settings), client=client_address)
     test_client.auth = PromoguardAuth(key_id, secret)
     test_client.key_id = key_id  # type: ignore[attr-defined]
+    test_client.settings = settings  # type: ignore[attr-defined]  # approver keys, see helpers
     return test_client
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi.testclient import TestClient
+
+from promoguard.security.keys import DEPARTMENTS
+from promoguard.security.signing import PromoguardAuth
 
 ALL = {"all_items": True}
 
@@ -40,11 +44,55 @@ def line(sku: str, unit_price: int, quantity: int = 1, **fields: Any) -> dict[st
     }
 
 
-def live(client: TestClient, rule: dict[str, Any]) -> dict[str, Any]:
-    """Create a campaign and make it live."""
+def approver(client: TestClient, department: str) -> PromoguardAuth:
+    """Request auth for an approver key of ``department`` (created once per client)."""
+    keys = client.__dict__.setdefault("approvers", {})
+    if department not in keys:
+        from tests.service.conftest import make_key  # noqa: PLC0415 (conftest imports helpers)
+
+        # In a thread: a caller may be inside an event loop already (make_key runs its own).
+        with ThreadPoolExecutor(1) as pool:
+            key_id, secret = pool.submit(
+                make_key,
+                client.settings,  # type: ignore[attr-defined]
+                "approver",
+                department=department,
+            ).result()
+        keys[department] = PromoguardAuth(key_id, secret)
+    auth: PromoguardAuth = keys[department]
+    return auth
+
+
+def submit(client: TestClient, campaign_id: str, version: int = 1) -> dict[str, Any]:
+    """Submit a version for review, acknowledging every lint warning."""
+    base = f"/v1/campaigns/{campaign_id}/versions/{version}"
+    lint = client.get(f"{base}/lint")
+    assert lint.status_code == 200, lint.text
+    acks = {f["code"]: "accepted for this test" for f in lint.json()["findings"]}
+    submitted = client.post(f"{base}/submit", json={"acknowledgements": acks})
+    assert submitted.status_code == 200, submitted.text
+    return submitted.json()
+
+
+def approve(client: TestClient, campaign_id: str, version: int = 1) -> dict[str, Any]:
+    """Submit a version and have every department approve it."""
+    submit(client, campaign_id, version)
+    url = f"/v1/campaigns/{campaign_id}/versions/{version}/approvals"
+    for department in DEPARTMENTS:
+        auth = approver(client, department)
+        decided = client.post(url, json={"decision": "approve"}, auth=auth)
+        assert decided.status_code == 200, decided.text
+    review = decided.json()
+    assert review["version"]["state"] == "approved", review
+    return review
+
+
+def live(client: TestClient, rule: dict[str, Any], **activation: Any) -> dict[str, Any]:
+    """Create a campaign, take it through review and make it live."""
     created = client.post("/v1/campaigns", json={"spec": rule})
     assert created.status_code == 201, created.text
-    activated = client.post(f"/v1/campaigns/{rule['id']}/activate", json={})
+    approve(client, rule["id"])
+    activated = client.post(f"/v1/campaigns/{rule['id']}/activate", json=activation)
     assert activated.status_code == 200, activated.text
     return activated.json()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from tests.service.helpers import line, live, quote, spec, threshold
+from tests.service.helpers import approve, line, live, quote, spec, threshold
 
+from promoguard.security.keys import DEPARTMENTS
 from promoguard.store.db import sync_url
 
 
@@ -30,6 +31,7 @@ def test_a_new_version_never_edits_an_old_one(client: TestClient):
 def test_activating_a_version_supersedes_the_live_one_and_rollback_restores_it(client: TestClient):
     live(client, threshold(off=5000))
     client.post("/v1/campaigns/mj/versions", json={"spec": threshold(off=3000)})
+    approve(client, "mj", 2)
 
     client.post("/v1/campaigns/mj/activate", json={"version": 2})
     assert quote(client, [line("a", 23000)])["total"] == 20000
@@ -68,6 +70,7 @@ def test_lifecycle_moves_that_make_no_sense_are_conflicts(client: TestClient):
     client.post("/v1/campaigns", json={"spec": threshold()})
 
     pause = client.post("/v1/campaigns/mj/pause", json={"reason": "x"})
+    approve(client, "mj")
     client.post("/v1/campaigns/mj/activate", json={})
     twice = client.post("/v1/campaigns/mj/activate", json={"version": 1})
 
@@ -152,6 +155,8 @@ def test_every_change_lands_in_the_append_only_audit_log(client: TestClient, dat
         me = client.key_id
         assert [tuple(a) for a in actions] == [
             ("campaign.created", me),
+            ("campaign.submitted", me),
+            *[("campaign.approved", client.approvers[d].key_id) for d in DEPARTMENTS],
             ("campaign.activated", me),
             ("campaign.paused", me),
         ]
@@ -159,7 +164,8 @@ def test_every_change_lands_in_the_append_only_audit_log(client: TestClient, dat
             callers = conn.execute(
                 sa.text("SELECT key_id, role, ip, request_id FROM audit_log WHERE role IS NOT NULL")
             ).all()
-        assert {(k, r, ip) for k, r, ip, _ in callers} == {(me, "admin", "127.0.0.1")}
+        approvers = {(a.key_id, "approver", "127.0.0.1") for a in client.approvers.values()}
+        assert {(k, r, ip) for k, r, ip, _ in callers} == {(me, "admin", "127.0.0.1"), *approvers}
         assert all(request_id for *_, request_id in callers)
         for statement in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
             with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:

@@ -204,7 +204,7 @@ def test_cancelling_a_paid_order_releases_what_it_confirmed(client, settings):
 
 @both_counters
 def test_the_last_units_of_stock_go_to_the_first_order_and_the_next_is_refused(client, settings):
-    live(client, flash(stock=3, per_user_limit=3))
+    live(client, flash(stock=3, per_user_limit=2))
     first = quote(client, [phone(2)], customer="c-1")
     second = quote(client, [phone(2)], customer="c-2")
     assert placed(client, first)["total"] == 10000
@@ -228,8 +228,9 @@ def test_the_last_units_of_stock_go_to_the_first_order_and_the_next_is_refused(c
 def test_once_sold_out_the_flash_price_is_left_out_and_the_list_price_can_be_ordered(
     client, settings
 ):
-    live(client, flash(stock=3, per_user_limit=3))
-    placed(client, quote(client, [phone(3)], customer="c-1"))
+    live(client, flash(stock=3, per_user_limit=2))
+    placed(client, quote(client, [phone(2)], customer="c-1"))
+    placed(client, quote(client, [phone(1)], customer="c-3"))
 
     q = quote(client, [phone()], customer="c-2")
 

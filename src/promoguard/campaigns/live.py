@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -31,10 +31,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The live rules at one stamp."""
+    """The live rules at one stamp, and the rollout of the campaigns live for fewer than all
+    customers (campaign id -> basis points; a campaign not named prices for everyone)."""
 
     stamp: int
     ruleset: RuleSet
+    rollout: Mapping[str, int] = field(default_factory=dict)
 
 
 class LiveRules:
@@ -110,7 +112,7 @@ class LiveRules:
             async with self._db.read() as session:
                 stamp = await service.rules_stamp(session)
                 if self._snapshot is None or stamp != self._snapshot.stamp:
-                    stamp, specs = await service.live_specs(session)
-                    self._snapshot = Snapshot(stamp, RuleSet(specs, self._policy))
+                    stamp, specs, rollout = await service.live_specs(session)
+                    self._snapshot = Snapshot(stamp, RuleSet(specs, self._policy), rollout)
             self._checked = self._clock()
             return self._snapshot

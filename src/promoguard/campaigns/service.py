@@ -7,6 +7,7 @@ transaction (audit entries included) and raise :mod:`promoguard.errors` exceptio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -29,25 +30,33 @@ __all__ = [
     "activate",
     "create_campaign",
     "end",
+    "end_closed",
     "get_campaign",
     "get_version",
     "list_campaigns",
     "list_versions",
+    "live_rules",
     "live_specs",
     "new_version",
     "pause",
+    "rollback",
     "rules_stamp",
+    "schedule",
+    "schedule_due",
+    "set_rollout",
+    "start_due",
 ]
 
 ACTIVATABLE = {
-    VersionState.DRAFT,
     VersionState.APPROVED,
     VersionState.SCHEDULED,
     VersionState.PAUSED,
     VersionState.SUPERSEDED,
 }
-"""States a version can go live from. When review lands (a later issue), DRAFT leaves this set
-unless the shop's configuration allows going live without approval."""
+"""States a version can go live from: approved by review, or live before (paused, superseded —
+resuming and rolling back need no second review). A draft must be submitted and approved."""
+
+FULL_ROLLOUT = 10_000
 
 
 def _validate(spec: dict[str, Any], *, campaign_id: str, version: int) -> Rule:
@@ -208,11 +217,20 @@ async def new_version(
 
 
 async def activate(
-    session: AsyncSession, *, campaign_id: str, version: int | None, actor: str
+    session: AsyncSession,
+    *,
+    campaign_id: str,
+    version: int | None,
+    actor: str,
+    rollout_bps: int | None = None,
+    action: str = "campaign.activated",
+    reason: str = "",
 ) -> Campaign:
     """Make a version live (the latest by default); the version live before is superseded.
 
     Activating an older version is a rollback; activating the paused live version resumes it.
+    ``rollout_bps`` sets the share of customers it prices for (unchanged when None; a campaign
+    starts at 100 %).
     """
     campaign = await get_campaign(session, campaign_id=campaign_id)
     if campaign.status == CampaignStatus.ENDED:
@@ -226,26 +244,189 @@ async def activate(
             "invalid_transition", f"version {number} is {target.state}; it cannot go live"
         )
     previous = campaign.live_version
-    before = {"status": campaign.status, "live_version": previous}
+    before = {
+        "status": campaign.status,
+        "live_version": previous,
+        "rollout_bps": campaign.rollout_bps,
+    }
     if previous is not None and previous != number:
         old = await get_version(session, campaign_id=campaign_id, version=previous)
         old.state = VersionState.SUPERSEDED
+        campaign.previous_version = previous
     target.state = VersionState.LIVE
+    target.start_at = None
     campaign.status = CampaignStatus.LIVE
     campaign.live_version = number
+    if rollout_bps is not None:
+        campaign.rollout_bps = rollout_bps
     if campaign.kind == "coupon" and await session.get(CouponStock, campaign_id) is None:
         session.add(CouponStock(campaign_id=campaign_id, issued=0))
     return await _changed(
         session,
         campaign,
-        action="campaign.activated",
+        action=action,
         actor=actor,
         detail={
             "version": number,
+            "reason": reason,
             "before": before,
-            "after": {"status": campaign.status, "live_version": number},
+            "after": {
+                "status": campaign.status,
+                "live_version": number,
+                "rollout_bps": campaign.rollout_bps,
+            },
         },
     )
+
+
+async def rollback(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
+    """Make the version that was live before the current one live again, in one step."""
+    campaign = await get_campaign(session, campaign_id=campaign_id)
+    target = campaign.previous_version
+    if target is None:
+        raise ConflictError(
+            "nothing_to_roll_back", f"campaign {campaign_id!r} has had no earlier live version"
+        )
+    return await activate(
+        session,
+        campaign_id=campaign_id,
+        version=target,
+        actor=actor,
+        action="campaign.rolled_back",
+        reason=reason,
+    )
+
+
+async def set_rollout(
+    session: AsyncSession, *, campaign_id: str, rollout_bps: int, actor: str, reason: str = ""
+) -> Campaign:
+    """Change the share of customers a live (or paused) campaign prices for."""
+    campaign = await get_campaign(session, campaign_id=campaign_id)
+    if campaign.status not in (CampaignStatus.LIVE, CampaignStatus.PAUSED):
+        raise ConflictError(
+            "invalid_transition",
+            f"campaign {campaign_id!r} is {campaign.status}; only a live campaign has a rollout",
+        )
+    before = campaign.rollout_bps
+    campaign.rollout_bps = rollout_bps
+    return await _changed(
+        session,
+        campaign,
+        action="campaign.rollout_changed",
+        actor=actor,
+        detail={
+            "version": campaign.live_version,
+            "reason": reason,
+            "before": {"rollout_bps": before},
+            "after": {"rollout_bps": rollout_bps},
+        },
+    )
+
+
+async def schedule(
+    session: AsyncSession,
+    *,
+    campaign_id: str,
+    version: int,
+    start_at: datetime,
+    rollout_bps: int | None,
+    actor: str,
+) -> CampaignVersion:
+    """Set an approved version to go live at ``start_at`` (the scheduler makes it live)."""
+    campaign = await get_campaign(session, campaign_id=campaign_id)
+    if campaign.status == CampaignStatus.ENDED:
+        raise ConflictError("campaign_ended", f"campaign {campaign_id!r} has ended")
+    target = await get_version(session, campaign_id=campaign_id, version=version)
+    if target.state not in (VersionState.APPROVED, VersionState.SCHEDULED):
+        raise ConflictError(
+            "invalid_transition",
+            f"version {version} is {target.state}; only an approved version is scheduled",
+        )
+    target.state = VersionState.SCHEDULED
+    target.start_at = start_at
+    target.start_rollout_bps = rollout_bps
+    campaign.updated_at = utcnow()
+    audit.record(
+        session,
+        actor=actor,
+        action="campaign.scheduled",
+        subject_type="campaign",
+        subject_id=campaign_id,
+        detail={"version": version, "start_at": start_at.isoformat(), "rollout_bps": rollout_bps},
+    )
+    return target
+
+
+async def schedule_due(session: AsyncSession, *, now: datetime) -> bool:
+    """Whether a scheduled version is due to start (a cheap read before a write)."""
+    found = await session.scalar(
+        select(CampaignVersion.version)
+        .where(CampaignVersion.state == VersionState.SCHEDULED, CampaignVersion.start_at <= now)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def start_due(session: AsyncSession, *, now: datetime) -> list[str]:
+    """Make every scheduled version that is due live; returns what it did, one line each.
+
+    Each version is claimed with a conditional update first, so when several workers run the
+    scheduler at once only one of them starts it.
+    """
+    done = []
+    due = await session.scalars(
+        select(CampaignVersion)
+        .where(CampaignVersion.state == VersionState.SCHEDULED, CampaignVersion.start_at <= now)
+        .order_by(CampaignVersion.start_at, CampaignVersion.campaign_id)
+    )
+    for row in due.all():
+        claimed = await session.execute(
+            update(CampaignVersion)
+            .where(
+                CampaignVersion.campaign_id == row.campaign_id,
+                CampaignVersion.version == row.version,
+                CampaignVersion.state == VersionState.SCHEDULED,
+            )
+            .values(state=VersionState.APPROVED)
+            .execution_options(synchronize_session="fetch")
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        await activate(
+            session,
+            campaign_id=row.campaign_id,
+            version=row.version,
+            actor="scheduler",
+            rollout_bps=row.start_rollout_bps,
+            reason="scheduled start",
+        )
+        done.append(f"{row.campaign_id} v{row.version} went live")
+    return done
+
+
+async def end_closed(session: AsyncSession, *, now: datetime) -> list[str]:
+    """End every live campaign whose live version's window has closed (the engine already
+    stopped pricing with it at that instant; this keeps the campaign's status true)."""
+    done = []
+    for campaign, spec in await _live_versions(session):
+        until = parse_rule(spec).valid_until
+        if until is not None and until <= now:
+            await end(session, campaign_id=campaign.id, actor="scheduler", reason="window closed")
+            done.append(f"{campaign.id} ended: its window closed at {until.isoformat()}")
+    return done
+
+
+async def _live_versions(session: AsyncSession) -> list[tuple[Campaign, dict[str, Any]]]:
+    rows = await session.execute(
+        select(Campaign, CampaignVersion.spec)
+        .join(CampaignVersion, CampaignVersion.campaign_id == Campaign.id)
+        .where(
+            Campaign.status == CampaignStatus.LIVE,
+            CampaignVersion.version == Campaign.live_version,
+        )
+        .order_by(Campaign.id)
+    )
+    return [(c, spec) for c, spec in rows.all()]
 
 
 async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
@@ -329,16 +510,15 @@ async def list_versions(session: AsyncSession, *, campaign_id: str) -> Sequence[
     return rows.all()
 
 
-async def live_specs(session: AsyncSession) -> tuple[int, list[Rule]]:
-    """The stamp and the rule specs of every live campaign's live version."""
+async def live_specs(session: AsyncSession) -> tuple[int, list[Rule], dict[str, int]]:
+    """The stamp, the rule specs of every live campaign's live version, and the rollout of
+    each campaign live for fewer than all customers (campaign id -> basis points)."""
     stamp = await rules_stamp(session)
-    rows = await session.scalars(
-        select(CampaignVersion)
-        .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
-        .where(
-            Campaign.status == CampaignStatus.LIVE,
-            CampaignVersion.version == Campaign.live_version,
-        )
-        .order_by(CampaignVersion.campaign_id)
-    )
-    return stamp, [parse_rule(row.spec) for row in rows]
+    live = await _live_versions(session)
+    rollout = {c.id: c.rollout_bps for c, _ in live if c.rollout_bps < FULL_ROLLOUT}
+    return stamp, [parse_rule(spec) for _, spec in live], rollout
+
+
+async def live_rules(session: AsyncSession) -> list[Rule]:
+    """The rule specs live now."""
+    return [parse_rule(spec) for _, spec in await _live_versions(session)]

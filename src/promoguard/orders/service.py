@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -60,6 +60,7 @@ from promoguard.orders.models import (
 from promoguard.orders.schemas import OrderEventIn, QuoteRequest
 from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Customer, Quote
+from promoguard.promotions.rollout import bucket
 from promoguard.promotions.rules import FlashSale, GroupBuy
 from promoguard.store.counters import Counters, Part, SqlCounters
 from promoguard.store.db import Database
@@ -87,6 +88,20 @@ class Priced:
     ruleset: RuleSet
     identity: Identity
     degraded: tuple[str, ...] = ()
+    buckets: Mapping[str, int] = field(default_factory=dict)
+    """The customer's rollout bucket in each campaign live for only part of the customers."""
+
+
+def _rollout(rollout: Mapping[str, int], customer_id: str) -> tuple[dict[str, int], dict[str, str]]:
+    """The customer's bucket in each partly rolled-out campaign, and those it is left out of."""
+    buckets = {campaign: bucket(campaign, customer_id) for campaign in rollout}
+    out = {
+        campaign: f"not in this campaign's rollout yet (bucket {buckets[campaign]} of 10000; "
+        f"live for buckets below {bps})"
+        for campaign, bps in rollout.items()
+        if buckets[campaign] >= bps
+    }
+    return buckets, out
 
 
 async def _held_coupons(session: AsyncSession, customer_id: str, wanted: list[str]) -> set[str]:
@@ -120,6 +135,7 @@ def _quote_view(
         **priced.quote.as_dict(),
         "rules_stamp": priced.stamp,
         "degraded": list(priced.degraded),
+        "rollout_buckets": dict(priced.buckets),
         "priced_at": now.isoformat(),
         "expires_at": exp.isoformat(),
         "quote_token": token,
@@ -273,6 +289,7 @@ class Checkout:
             priced = await self._price(
                 session,
                 ruleset=ruleset,
+                rollout=snapshot.rollout,
                 stamp=snapshot.stamp,
                 request=request,
                 identity=identity,
@@ -322,6 +339,7 @@ class Checkout:
         session: AsyncSession | None,
         *,
         ruleset: RuleSet,
+        rollout: Mapping[str, int],
         stamp: int,
         request: QuoteRequest,
         identity: Identity,
@@ -332,10 +350,17 @@ class Checkout:
         group places and flash-sale use, read from ``session`` (None: nothing to read). A
         discount whose stock, budget or limit is used up is left out with the reason."""
         facts = request.customer
-        customer = Customer(id=facts.id, member_tier=tier)
+        buckets, out = _rollout(rollout, facts.id) if rollout else ({}, {})
+        customer = Customer(id=facts.id, member_tier=tier, unavailable=out)
         if session is not None:
             customer = await self._customer(
-                session, ruleset=ruleset, request=request, identity=identity, tier=tier, now=now
+                session,
+                ruleset=ruleset,
+                request=request,
+                identity=identity,
+                tier=tier,
+                now=now,
+                unavailable=out,
             )
         quote = ruleset.quote(request.cart, customer, now)
         if session is not None:
@@ -348,7 +373,7 @@ class Checkout:
                 quote=quote,
                 now=now,
             )
-        return Priced(quote, customer, stamp, ruleset, identity)
+        return Priced(quote, customer, stamp, ruleset, identity, buckets=buckets)
 
     async def _without_used_up(
         self,
@@ -369,7 +394,7 @@ class Checkout:
         levels = await self.counters.levels(session, {t.key for _, t in needs})
         if not (blocked := unfit(needs, levels)):
             return customer, quote
-        customer = customer.model_copy(update={"unavailable": blocked})
+        customer = customer.model_copy(update={"unavailable": {**customer.unavailable, **blocked}})
         return customer, ruleset.quote(request.cart, customer, now)
 
     async def _customer(
@@ -381,6 +406,7 @@ class Checkout:
         identity: Identity,
         tier: str | None,
         now: datetime,
+        unavailable: Mapping[str, str],
     ) -> Customer:
         facts = request.customer
         kinds = ruleset.kinds
@@ -403,6 +429,7 @@ class Checkout:
             groups=frozenset(places),
             coupons=frozenset(held),
             flash_sale_used=used,
+            unavailable=unavailable,
         )
 
     # -- orders -----------------------------------------------------------------------------
@@ -436,6 +463,7 @@ class Checkout:
                     claims=claims,
                     request=request,
                     ruleset=snapshot.ruleset,
+                    rollout=snapshot.rollout,
                     stamp=snapshot.stamp,
                     now=now,
                 )
@@ -494,10 +522,12 @@ class Checkout:
         claims: dict[str, Any],
         request: QuoteRequest,
         ruleset: RuleSet,
+        rollout: Mapping[str, int],
         stamp: int,
         now: datetime,
     ) -> dict[str, Any]:
         identity = self.identity(request.customer)
+        buckets, out = _rollout(rollout, request.customer.id) if rollout else ({}, {})
         try:
             customer = await self._customer(
                 session,
@@ -506,6 +536,7 @@ class Checkout:
                 identity=identity,
                 tier=claims.get("tier"),
                 now=now,
+                unavailable=out,
             )
         except InvalidError as exc:
             if exc.code != "coupon_not_in_wallet":
@@ -529,7 +560,7 @@ class Checkout:
                 quote=quote,
                 now=now,
             )
-        priced = Priced(quote, customer, stamp, ruleset, identity)
+        priced = Priced(quote, customer, stamp, ruleset, identity, buckets=buckets)
         if quote.total != claims["total"]:
             raise ConflictError(
                 "quote_changed",
@@ -637,6 +668,7 @@ class Checkout:
                 "flash_sale_used": dict(customer.flash_sale_used),
                 "unavailable": dict(customer.unavailable),
                 "signals": list(priced.identity.signals),
+                "rollout_buckets": dict(priced.buckets),
             },
         }
         await session.execute(insert(Order).values(**head))

@@ -12,14 +12,22 @@ Amounts are minor units, like everywhere else.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from promoguard.promotions.model import CartLine, FrozenInput
 from promoguard.promotions.rules import Label, Scope
 
 __all__ = ["Catalogue", "CatalogueItem"]
+
+
+def _once_each(value: Any) -> Any:
+    """Refuse a list naming something twice (the schema says uniqueItems, so must we)."""
+    strings = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    if strings and len(set(value)) != len(value):
+        raise ValueError("each entry once: the list has duplicates")
+    return value  # anything else is for the field's own validation to refuse
 
 
 class CatalogueItem(FrozenInput):
@@ -33,6 +41,8 @@ class CatalogueItem(FrozenInput):
         default=None, ge=0, le=10**12, strict=True, description="lowest unit price allowed"
     )
     cost: int | None = Field(default=None, ge=0, le=10**12, strict=True, description="unit cost")
+
+    _tags_once_each = field_validator("tags", mode="before")(_once_each)
 
     def line(self, quantity: int = 1) -> CartLine:
         """A cart line of ``quantity`` units of this SKU at its list price."""
@@ -59,6 +69,8 @@ class Catalogue(FrozenInput):
         default=frozenset(), description="the membership tiers that exist"
     )
     items: tuple[CatalogueItem, ...] = Field(default=(), max_length=1_000_000)
+
+    _tiers_once_each = field_validator("member_tiers", mode="before")(_once_each)
 
     @model_validator(mode="after")
     def _one_entry_per_sku(self) -> Self:

@@ -388,7 +388,7 @@ class LintConfig:
     """L105: the deepest percent off allowed."""
     unit_mixup_factor: int = 50
     """L106 / L107: amounts this many times apart are taken for a yuan / fen mix-up."""
-    max_discount_ratio: Decimal = Decimal("0.5")
+    max_discount_ratio: Decimal = Decimal("0.7")
     """L202: the largest share of a cart's list total the stacked rules may take off."""
     widen_factor: Decimal = Decimal("2")
     """L501 / L502: how many times wider or deeper a change may make a live campaign."""

@@ -18,6 +18,7 @@ class Principal:
     ip: str
     request_id: str
     signed: bool
+    owner: str = ""
 
 
 current: ContextVar[Principal | None] = ContextVar("promoguard_principal", default=None)

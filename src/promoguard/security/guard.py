@@ -53,6 +53,7 @@ class _Key:
     secret_sha256: str
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     revoked: bool
+    owner: str = ""
 
 
 def client_ip(
@@ -112,6 +113,7 @@ class Guard:
                     secret_sha256=row.secret_sha256,
                     networks=tuple(ipaddress.ip_network(n, strict=False) for n in row.allowed_ips),
                     revoked=row.revoked_at is not None,
+                    owner=row.owner,
                 )
         if len(self._keys) > 10_000:  # unknown ids must not grow the cache without bound
             self._keys.clear()
@@ -157,6 +159,7 @@ class Guard:
             ip=ip,
             request_id=headers.get("x-request-id") or uuid.uuid4().hex,
             signed=signed,
+            owner=key.owner,
         )
         current.set(principal)
         return principal

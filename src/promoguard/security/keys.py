@@ -73,6 +73,7 @@ async def create_key(
     department: str | None = None,
     label: str = "",
     allowed_ips: list[str] | None = None,
+    owner: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it and its secret (shown once, never stored)."""
     if role == Role.APPROVER and department not in DEPARTMENTS:
@@ -94,6 +95,7 @@ async def create_key(
         role=role,
         department=department,
         label=label,
+        owner=owner,
         secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
         allowed_ips=_check_networks(allowed_ips or []),
         created_by=created_by,
@@ -106,7 +108,12 @@ async def create_key(
         action="key.created",
         subject_type="api_key",
         subject_id=key_id,
-        detail={"role": role, "department": department, "allowed_ips": key.allowed_ips},
+        detail={
+            "role": role,
+            "department": department,
+            "owner": owner,
+            "allowed_ips": key.allowed_ips,
+        },
     )
     await session.flush()
     return key, secret

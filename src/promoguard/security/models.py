@@ -21,6 +21,8 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     department: Mapped[str | None] = mapped_column(String(32), default=None)
     label: Mapped[str] = mapped_column(String(200), default="")
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    """The person holding the key; review refuses an approval by the version's author's owner."""
     secret_sha256: Mapped[str] = mapped_column(String(64))
     allowed_ips: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_by: Mapped[str] = mapped_column(String(128))
