@@ -174,3 +174,12 @@ def test_every_move_lands_on_the_campaign_timeline(client: TestClient):
         "campaign.paused",
         "campaign.rolled_back",
     ]
+
+
+def test_every_new_version_is_linted_when_it_is_added(client: TestClient):
+    create(client, threshold(spend=5000, off=20000))
+    first = client.get("/v1/campaigns/mj/versions/1").json()
+    assert "L101" in {f["code"] for f in first["findings"]}
+    added = client.post("/v1/campaigns/mj/versions", json={"spec": threshold(**WINDOW)})
+    assert added.status_code == 201
+    assert not [f for f in added.json()["findings"] if f["severity"] == "error"]

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.api import PROBLEMS, Actor, Services, Svc, allow, now
 from promoguard.audit import AuditEntry
@@ -128,7 +129,9 @@ class VersionOut(BaseModel):
     created_at: datetime
     spec: dict[str, Any]
     submitted_at: datetime | None = None
-    findings: list[dict[str, Any]] | None = None
+    findings: list[dict[str, Any]] | None = Field(
+        default=None, description="lint findings: when the version was added, then at submission"
+    )
     acknowledgements: dict[str, str] | None = None
     simulation: dict[str, Any] | None = None
     start_at: datetime | None = None
@@ -183,10 +186,23 @@ def _version_out(version: CampaignVersion) -> VersionOut:
 )
 async def create(body: CampaignIn, svc: Svc, actor: Actor) -> CampaignOut:
     async with svc.db.write() as session:
-        campaign, _ = await service.create_campaign(
+        campaign, version = await service.create_campaign(
             session, spec=body.spec, author=actor, name=body.name
         )
+        await _lint_new(session, svc, version)
         return _out(campaign)
+
+
+async def _lint_new(session: AsyncSession, svc: Services, version: CampaignVersion) -> None:
+    """Lint every new version at once, so its findings are on it before anyone submits it."""
+    findings = await review.lint_version(
+        session,
+        campaign_id=version.campaign_id,
+        version=version.version,
+        config=review.lint_config(svc.settings),
+        now=now(),
+    )
+    version.findings = [f.as_dict() for f in findings]
 
 
 @router.get(
@@ -253,6 +269,7 @@ async def add_version(campaign_id: str, body: VersionIn, svc: Svc, actor: Actor)
         row = await service.new_version(
             session, campaign_id=campaign_id, spec=body.spec, author=actor, note=body.note
         )
+        await _lint_new(session, svc, row)
         return _version_out(row)
 
 
