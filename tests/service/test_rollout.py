@@ -142,3 +142,15 @@ def test_a_campaign_whose_window_closed_is_ended_by_the_sweep(
     assert asyncio.run(run(until - timedelta(seconds=1))) == []
     assert len(asyncio.run(run(until))) == 1
     assert client.get("/v1/campaigns/mj").json()["status"] == "ended"
+
+
+def test_activate_without_a_version_resumes_the_paused_one_not_the_latest(client: TestClient):
+    live(client, threshold(off=5000))
+    client.post("/v1/campaigns/mj/versions", json={"spec": threshold(off=9000)})
+    approve(client, "mj", 2)
+    client.post("/v1/campaigns/mj/activate", json={"version": 2})
+    client.post("/v1/campaigns/mj/rollback", json={"reason": "9000 was a typo"})
+    client.post("/v1/campaigns/mj/pause", json={"reason": "checking"})
+    resumed = client.post("/v1/campaigns/mj/activate", json={})
+    assert resumed.json()["live_version"] == 1
+    assert quote(client, [line("coat", 30000)])["discount_total"] == 5000

@@ -156,7 +156,7 @@ async def go_live(
     version and bringing back a superseded one (a rollback) need neither review nor simulation.
     """
     campaign = await service.get_campaign(session, campaign_id=campaign_id)
-    number = version or campaign.latest_version
+    number = version or service.default_version(campaign)
     target = await service.get_version(session, campaign_id=campaign_id, version=number)
     if target.state == VersionState.APPROVED:
         share = rollout_bps if rollout_bps is not None else campaign.rollout_bps

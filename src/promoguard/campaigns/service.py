@@ -29,6 +29,7 @@ from promoguard.store.db import utcnow
 __all__ = [
     "activate",
     "create_campaign",
+    "default_version",
     "end",
     "end_closed",
     "get_campaign",
@@ -216,6 +217,14 @@ async def new_version(
     return version
 
 
+def default_version(campaign: Campaign) -> int:
+    """The version ``activate`` means when none is named: the paused one when the campaign is
+    paused (resume), else the latest."""
+    if campaign.status == CampaignStatus.PAUSED and campaign.live_version is not None:
+        return campaign.live_version
+    return campaign.latest_version
+
+
 async def activate(
     session: AsyncSession,
     *,
@@ -228,14 +237,15 @@ async def activate(
 ) -> Campaign:
     """Make a version live (the latest by default); the version live before is superseded.
 
-    Activating an older version is a rollback; activating the paused live version resumes it.
+    Activating an older version is a rollback; activating the paused live version resumes it
+    (it is what ``version=None`` means while the campaign is paused).
     ``rollout_bps`` sets the share of customers it prices for (unchanged when None; a campaign
     starts at 100 %).
     """
     campaign = await get_campaign(session, campaign_id=campaign_id)
     if campaign.status == CampaignStatus.ENDED:
         raise ConflictError("campaign_ended", f"campaign {campaign_id!r} has ended")
-    number = version or campaign.latest_version
+    number = version or default_version(campaign)
     target = await get_version(session, campaign_id=campaign_id, version=number)
     if target.state == VersionState.LIVE:
         raise ConflictError("already_live", f"version {number} is already live")
