@@ -190,11 +190,6 @@ def test_lint_of_a_spec_missing_a_field_gives_l001_under_its_index(tmp_path: Pat
     assert {f["rule_id"] for f in findings} == {"[0]"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: lint --at without a UTC offset raises LintError (traceback) instead of a "
-    "usage error; commands.py lint_command passes the naive datetime to lint_rules",
-)
 def test_lint_at_without_an_offset_is_refused_plainly(tmp_path: Path) -> None:
     path = write(tmp_path, "mj.json", mj(spend=20000, off=5000))
 
@@ -204,11 +199,6 @@ def test_lint_at_without_an_offset_is_refused_plainly(tmp_path: Path) -> None:
     assert result.exit_code in (EXIT_INVALID, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an invalid spec in --live raises RuleSpecError (traceback); commands.py "
-    "lint_command calls load_rules on the --live file without catching RuleSpecError",
-)
 def test_lint_with_an_invalid_live_file_exits_1_with_the_field_path(tmp_path: Path) -> None:
     path = write(tmp_path, "mj.json", mj(spend=20000, off=5000))
     bad_live = write(tmp_path, "live.json", [threshold("old", spend=-5, off=1)])
@@ -220,11 +210,6 @@ def test_lint_with_an_invalid_live_file_exits_1_with_the_field_path(tmp_path: Pa
     assert "[0].tiers[0].min_spend" in flat(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a JSON file holding neither an object nor an array of objects (e.g. 5) "
-    "raises AttributeError in lint_rules (lint._parse returns a non-mapping as a Rule)",
-)
 def test_lint_of_json_that_is_not_a_spec_exits_1(tmp_path: Path) -> None:
     path = write(tmp_path, "five.json", 5)
 

@@ -743,3 +743,8 @@ def test_lint_at_utc_and_at_beijing_time_agree() -> None:
     assert lint_rules(rules, catalogue=shop, now=at_utc, config=EXAMPLE_LIMIT) == lint_rules(
         rules, catalogue=shop, now=EXAMPLE_NOW, config=EXAMPLE_LIMIT
     )
+
+
+def test_something_that_is_not_a_spec_object_is_an_l001_finding() -> None:
+    findings = lint_rules([5], now=NOW)  # type: ignore[list-item]
+    assert [(f.code, f.rule_id) for f in findings] == [("L001", "[0]")]

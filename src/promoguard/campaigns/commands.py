@@ -166,14 +166,22 @@ def lint_command(
 ) -> None:
     """Question every rule in FILE before it goes live: exit 1 when lint finds an error."""
     from promoguard.promotions.lint import LintConfig, has_errors, lint_rules  # noqa: PLC0415
-    from promoguard.promotions.rules import load_rules  # noqa: PLC0415
+    from promoguard.promotions.rules import RuleSpecError, load_rules  # noqa: PLC0415
 
     console, err = Console(), Console(stderr=True)
+    if at is not None and at.tzinfo is None:
+        raise typer.BadParameter("--at needs a UTC offset, e.g. 2026-11-11T00:30:00+08:00")
     data = _json_file(path, err)
     specs = data if isinstance(data, list) else [data]
     live_rules = []
     if live is not None:
-        live_rules = load_rules(json.dumps(_json_file(live, err)))
+        try:
+            live_rules = load_rules(json.dumps(_json_file(live, err)))
+        except RuleSpecError as exc:
+            err.print(f"[red]error:[/] the --live file {live} has invalid rules:")
+            for where, reason in exc.errors:
+                err.print(f"  [bold]{where or '<root>'}[/]: {reason}")
+            raise typer.Exit(EXIT_INVALID) from None
     shop = _catalogue_file(catalogue, err)
     settings = Settings()
     findings = lint_rules(

@@ -102,7 +102,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args
 
 from promoguard.money import BPS_WHOLE, formatter, percent_to_bps
 from promoguard.promotions.catalogue import Catalogue, CatalogueItem
@@ -504,10 +504,18 @@ def _found(code: str, rule_id: str, path: str, message: str) -> Finding:
 # -- specs that do not parse ----------------------------------------------------------------
 
 
+_RULE_TYPES = tuple(get_args(get_args(Rule)[0]))
+"""The classes a parsed rule can be (``Rule`` is an annotated union of them)."""
+
+
 def _parse(spec: Rule | Mapping[str, Any], label: str) -> Rule | list[Finding]:
     """The parsed rule, or one finding per spec error (``label`` names a rule with no id)."""
+    if isinstance(spec, _RULE_TYPES):
+        rule: Rule = spec
+        return rule
     if not isinstance(spec, Mapping):
-        return spec
+        what = type(spec).__name__
+        return [_found("L001", label, "", f"a rule spec is a JSON object, not a {what}")]
     try:
         return parse_rule(dict(spec))
     except RuleSpecError as exc:
