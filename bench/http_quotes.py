@@ -21,8 +21,9 @@ database never see it) the bench:
 
    it starts ``promoguard serve --workers N`` (migrations, then uvicorn) in its own process group
    and polls ``/healthz`` until it answers; the first server seeds a realistic set of live
-   campaigns through the API (``POST /v1/campaigns`` then ``/activate``, signed with the operator
-   key): a store-wide 每满 threshold, category thresholds, SKU special prices and a member price;
+   campaigns through the API (``POST /v1/campaigns``, review by three approver keys, then
+   ``/activate``, signed with the operator key): a store-wide 每满 threshold, category
+   thresholds, SKU special prices and a member price;
 3. warms up, then drives ``POST /v1/quotes`` for ``--duration`` seconds with ``--concurrency``
    requests in flight, one keep-alive connection each, from this process (a separate process
    from the server's);
@@ -303,10 +304,12 @@ class ApiKey:
     secret: str
 
 
-def create_key(database_url: str, role: str, extra: dict[str, str]) -> ApiKey:
+def create_key(
+    database_url: str, role: str, extra: dict[str, str], *options: str
+) -> ApiKey:
     """``promoguard keys create --role ROLE`` (it migrates the database first) with the bench's
     database and secret; the key id and secret parsed from what it prints."""
-    command = _promoguard("keys", "create", "--role", role, "--label", f"bench {role}")
+    command = _promoguard("keys", "create", "--role", role, "--label", f"bench {role}", *options)
     done = subprocess.run(
         command,
         env=promoguard_env(database_url, extra=extra) | {"NO_COLOR": "1", "COLUMNS": "200"},
@@ -508,15 +511,31 @@ def postgres_schema(url: str) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-def seed(base: str, specs: list[dict[str, Any]], operator: ApiKey) -> int:
-    """Create and activate every campaign through the API, each request signed with the
-    operator's key; the rules stamp that results."""
+def _review(client: httpx.Client, campaign_id: str, approvers: list[ApiKey]) -> None:
+    """Submit version 1 (acknowledging every lint warning) and approve it for each department."""
+    base = f"/v1/campaigns/{campaign_id}/versions/1"
+    findings = client.get(f"{base}/lint").json()["findings"]
+    acks = {f["code"]: "benchmark seed" for f in findings}
+    submitted = client.post(f"{base}/submit", json={"acknowledgements": acks})
+    if submitted.status_code != 200:
+        raise RuntimeError(f"submitting {campaign_id}: {submitted.status_code} {submitted.text}")
+    for key in approvers:
+        auth = PromoguardAuth(key.key_id, key.secret)
+        decided = client.post(f"{base}/approvals", json={"decision": "approve"}, auth=auth)
+        if decided.status_code != 200:
+            raise RuntimeError(f"approving {campaign_id}: {decided.status_code} {decided.text}")
+
+
+def seed(base: str, specs: list[dict[str, Any]], operator: ApiKey, approvers: list[ApiKey]) -> int:
+    """Create every campaign, take it through review and make it live through the API, each
+    request signed with the operator's (or an approver's) key; the rules stamp that results."""
     auth = PromoguardAuth(operator.key_id, operator.secret)
     with httpx.Client(base_url=base, timeout=30.0, auth=auth) as client:
         for spec in specs:
             created = client.post("/v1/campaigns", json={"spec": spec})
             if created.status_code != 201:
                 raise RuntimeError(f"creating {spec['id']}: {created.status_code} {created.text}")
+            _review(client, spec["id"], approvers)
             live = client.post(f"/v1/campaigns/{spec['id']}/activate", json={})
             if live.status_code != 200:
                 raise RuntimeError(f"activating {spec['id']}: {live.status_code} {live.text}")
@@ -1129,6 +1148,10 @@ def run_backend(
     workers = 1 if args.profile else args.workers
     extra = dict(pair.split("=", 1) for pair in args.server_env)
     operator, storefront = create_key(url, "operator", extra), create_key(url, "storefront", extra)
+    approvers = [
+        create_key(url, "approver", extra, "--department", department)
+        for department in ("marketing", "engineering", "product")
+    ]
     err.print(
         f"{backend}: created keys {operator.key_id} (operator, seeds) and {storefront.key_id} "
         "(storefront, quotes and orders)"
@@ -1149,7 +1172,7 @@ def run_backend(
                     f"ready in {startup:.1f} s"
                 )
                 if not run.seeded:
-                    run.seeded = seed(server.base, specs, operator)
+                    run.seeded = seed(server.base, specs, operator, approvers)
                     err.print(f"  {backend}: seeded {run.seeded} live campaigns through the API")
                 orders = not args.skip_orders and n == len(servers) - 1
                 credentials = Credentials(storefront, mode)
