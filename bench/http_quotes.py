@@ -304,9 +304,7 @@ class ApiKey:
     secret: str
 
 
-def create_key(
-    database_url: str, role: str, extra: dict[str, str], *options: str
-) -> ApiKey:
+def create_key(database_url: str, role: str, extra: dict[str, str], *options: str) -> ApiKey:
     """``promoguard keys create --role ROLE`` (it migrates the database first) with the bench's
     database and secret; the key id and secret parsed from what it prints."""
     command = _promoguard("keys", "create", "--role", role, "--label", f"bench {role}", *options)
