@@ -49,19 +49,17 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from http_quotes import postgres_schema, sqlite_database  # bench/ is on sys.path when run
 from promoguard.security.keys import DEPARTMENTS, Role, create_key
 from promoguard.security.signing import PromoguardAuth
 from promoguard.store import migrate
@@ -96,21 +94,13 @@ def threshold(off: int) -> dict[str, Any]:
 def database(url: str | None) -> Iterator[str]:
     """The URL to use: a temporary SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
     if url is None:
-        with tempfile.TemporaryDirectory(prefix="promoguard-bench-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
-        return
-    if not url.startswith("postgresql"):
+        with sqlite_database() as sqlite_url:
+            yield sqlite_url
+    elif url.startswith("postgresql"):
+        with postgres_schema(url) as schema_url:
+            yield schema_url
+    else:
         yield url
-        return
-    plain = url.replace("postgresql+psycopg://", "postgresql://")
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(plain, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 @dataclass

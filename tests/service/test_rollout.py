@@ -4,7 +4,9 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from tests.service.helpers import approve, line, live, quote, threshold
@@ -16,6 +18,20 @@ from promoguard.settings import Settings
 from promoguard.store.db import Database
 
 CUSTOMERS = [f"c-{n}" for n in range(60)]
+
+
+def scheduler(settings: Settings, step: Callable[..., Awaitable[list[str]]], at: datetime) -> Any:
+    """Run one scheduler step (``start_due`` or ``end_closed``) as of ``at`` in a transaction."""
+
+    async def run() -> list[str]:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                return await step(session, now=at)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
 
 
 def discounted(client: TestClient) -> set[str]:
@@ -111,17 +127,12 @@ def test_a_scheduled_version_goes_live_at_its_start_time(client: TestClient, set
     assert client.get("/v1/campaigns/mj/versions/1").json()["state"] == "scheduled"
     assert quote(client, [line("coat", 30000)])["discount_total"] == 0
 
-    async def run(at: datetime) -> list[str]:
-        db = Database(settings.database_url)
-        try:
-            async with db.write() as session:
-                return await service.start_due(session, now=at)
-        finally:
-            await db.dispose()
+    def run(at: datetime) -> list[str]:
+        return scheduler(settings, service.start_due, at)
 
-    assert asyncio.run(run(start - timedelta(seconds=1))) == []
-    assert asyncio.run(run(start)) == ["mj v1 went live"]
-    assert asyncio.run(run(start)) == []  # once only
+    assert run(start - timedelta(seconds=1)) == []
+    assert run(start) == ["mj v1 went live"]
+    assert run(start) == []  # once only
     assert client.get("/v1/campaigns/mj").json()["status"] == "live"
 
 
@@ -131,16 +142,8 @@ def test_a_campaign_whose_window_closed_is_ended_by_the_sweep(
     until = datetime.now(UTC) + timedelta(days=1)
     live(client, threshold(valid_until=until.isoformat()))
 
-    async def run(at: datetime) -> list[str]:
-        db = Database(settings.database_url)
-        try:
-            async with db.write() as session:
-                return await service.end_closed(session, now=at)
-        finally:
-            await db.dispose()
-
-    assert asyncio.run(run(until - timedelta(seconds=1))) == []
-    assert len(asyncio.run(run(until))) == 1
+    assert scheduler(settings, service.end_closed, until - timedelta(seconds=1)) == []
+    assert len(scheduler(settings, service.end_closed, until)) == 1
     assert client.get("/v1/campaigns/mj").json()["status"] == "ended"
 
 
