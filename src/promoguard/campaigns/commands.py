@@ -90,7 +90,7 @@ def _percent(text: str | None) -> int | None:
 def _settings() -> Settings:
     from promoguard.cli import _settings as load  # noqa: PLC0415 (one place reads the config)
 
-    return load(Console(stderr=True))
+    return load(Console(stderr=True, soft_wrap=True))
 
 
 def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]], *, write: bool) -> T:
@@ -111,7 +111,7 @@ def _on_database(settings: Settings, work: Callable[[Any], Awaitable[T]], *, wri
     try:
         return asyncio.run(run())
     except PromoguardError as exc:
-        _problem(Console(stderr=True), exc)
+        _problem(Console(stderr=True, soft_wrap=True), exc)
         raise typer.Exit(EXIT_INVALID) from None
 
 
@@ -126,7 +126,9 @@ async def _announce(settings: Settings) -> None:
     try:
         await redis.publish(CHANNEL, "changed")
     except Exception:  # the stamp still reaches every worker within the refresh interval
-        Console(stderr=True).print("[yellow]warning:[/] could not announce on Redis")
+        Console(stderr=True, soft_wrap=True).print(
+            "[yellow]warning:[/] could not announce on Redis"
+        )
     finally:
         await redis.aclose()
 
@@ -168,7 +170,7 @@ def lint_command(
     from promoguard.promotions.lint import LintConfig, has_errors, lint_rules  # noqa: PLC0415
     from promoguard.promotions.rules import RuleSpecError, load_rules  # noqa: PLC0415
 
-    console, err = Console(), Console(stderr=True)
+    console, err = Console(), Console(stderr=True, soft_wrap=True)
     if at is not None and at.tzinfo is None:
         raise typer.BadParameter("--at needs a UTC offset, e.g. 2026-11-11T00:30:00+08:00")
     data = _json_file(path, err)
@@ -246,7 +248,7 @@ def simulate_command(
     report = _on_database(settings, work, write=True)
     console = Console()
     if report is None:
-        Console(stderr=True).print(
+        Console(stderr=True, soft_wrap=True).print(
             "[red]error:[/] no recorded orders and no catalogue: run "
             "`promoguard catalogue load FILE` first"
         )
@@ -291,7 +293,7 @@ def catalogue_load(
     """Replace the stored catalogue with FILE."""
     from promoguard.campaigns.catalogue import put_catalogue  # noqa: PLC0415
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     shop = _catalogue_file(path, err)
     assert shop is not None
     settings = _settings()
