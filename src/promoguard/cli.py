@@ -344,8 +344,14 @@ def serve(
         Path | None, typer.Option(help="PEM private key for --tls-cert", exists=True)
     ] = None,
 ) -> None:
-    """Apply migrations, then serve the HTTP API (docs at /docs)."""
+    """Apply migrations, then serve the HTTP API (docs at /docs).
+
+    Several workers share their metrics through prometheus-client's multiprocess mode: in
+    PROMETHEUS_MULTIPROC_DIR (stale files removed at start), else in a temporary directory.
+    """
     import uvicorn  # noqa: PLC0415
+
+    from promoguard.metrics import multiprocess_dir  # noqa: PLC0415
 
     console, err = Console(), Console(stderr=True)
     if (tls_cert is None) != (tls_key is None):
@@ -355,16 +361,20 @@ def serve(
     _upgrade(settings, console, err)
     scheme = "https" if tls_cert else "http"
     console.print(f"serving on {scheme}://{host}:{port} (docs at /docs) with {workers} worker(s)")
-    uvicorn.run(
-        "promoguard.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-    )
+    # Before uvicorn spawns the workers: they inherit the directory through the environment.
+    with multiprocess_dir(workers) as metrics_dir:
+        if metrics_dir is not None:
+            console.print(f"metrics: multiprocess mode in {metrics_dir}")
+        uvicorn.run(
+            "promoguard.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
+        )
 
 
 @app.command()

@@ -94,6 +94,7 @@ class Breakers:
             "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open",
             ["dependency"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self._failures = Counter(
             "promoguard_dependency_failures",
