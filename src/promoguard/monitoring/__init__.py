@@ -1,0 +1,1 @@
+"""Monitoring: live-traffic signals, sliding-window detectors, alert rules and actions."""
