@@ -3,8 +3,11 @@
 It answers what promoguard's clients ask (``GET /v1/tiers/{customer_id}``, ``GET /v1/stock``),
 lets a test or the demo set its data (``PUT /v1/tiers/...``, ``PUT /v1/stock/...``) and inject
 failures (``PUT /v1/faults``). Faults apply to the two read endpoints only — the ones promoguard
-calls — so a test can always clear a fault it set. ``GET /v1/calls`` counts the reads that reached
-the service, which is how a test sees that an open breaker stops calling.
+calls — so a test can always clear a fault it set. Besides failing (a delay, an outage, random
+errors) the service can answer wrongly: ``tier_override`` makes every tier read answer that
+tier, as a member-tier service that starts mapping ordinary customers to VIP does. ``GET
+/v1/calls`` counts the reads that reached the service, which is how a test sees that an open
+breaker stops calling.
 
 State lives in the app instance (no globals): one process, one service.
 """
@@ -51,6 +54,11 @@ class Faults(BaseModel):
     error_rate: float = Field(default=0.0, ge=0, le=1, description="share of answers that are 500")
     down: bool = Field(default=False, description="every answer is 503")
     seed: int | None = Field(default=None, description="reseed the error_rate RNG")
+    tier_override: TierName | None = Field(
+        default=None,
+        description="every tier read answers this tier: the member-tier service mapping "
+        "ordinary customers to VIP",
+    )
 
 
 class TierBody(BaseModel):
@@ -100,7 +108,7 @@ def create_reference_app(
     @app.get("/v1/tiers/{customer_id}")
     async def get_tier(customer_id: str) -> dict[str, str]:
         await state.answer_or_fail("tiers")
-        tier = state.tiers.get(customer_id)
+        tier = state.faults.tier_override or state.tiers.get(customer_id)
         if tier is None:
             raise HTTPException(404, "not a member")
         return {"customer_id": customer_id, "tier": tier}
