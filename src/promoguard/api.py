@@ -11,6 +11,8 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
 from promoguard.campaigns.live import LiveRules
+from promoguard.monitoring.telemetry import Telemetry
+from promoguard.monitoring.watch import Watch
 from promoguard.orders.service import Checkout
 from promoguard.security.context import Principal, current
 from promoguard.security.guard import Guard
@@ -70,6 +72,8 @@ class Services:
     live: LiveRules
     checkout: Checkout
     guard: Guard
+    telemetry: Telemetry
+    watch: Watch | None = None
 
 
 async def _services(request: Request) -> Services:

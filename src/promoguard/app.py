@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promoguard import __version__
 from promoguard.api import Services, allow
@@ -28,8 +30,13 @@ from promoguard.campaigns.routes import catalogue_router
 from promoguard.campaigns.routes import router as campaigns_router
 from promoguard.coupons.routes import router as coupons_router
 from promoguard.errors import PromoguardError
+from promoguard.loops import FailureLog
 from promoguard.members.clients import build_dependencies
-from promoguard.metrics import metrics_response, new_registry
+from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
+from promoguard.monitoring.alert_rules import AlertRule, default_rules, load_rules
+from promoguard.monitoring.routes import router as alerts_router
+from promoguard.monitoring.telemetry import Telemetry
+from promoguard.monitoring.watch import Watch
 from promoguard.orders.routes import router as orders_router
 from promoguard.orders.service import Checkout
 from promoguard.promotions.engine import PricingPolicy
@@ -91,7 +98,11 @@ def _allowed_methods(request: Request) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PromoguardError)
-    async def _ours(_: Request, exc: PromoguardError) -> JSONResponse:
+    async def _ours(request: Request, exc: PromoguardError) -> JSONResponse:
+        if exc.status in REJECTIONS:
+            telemetry: Telemetry | None = getattr(request.app.state, "telemetry", None)
+            if telemetry is not None:
+                telemetry.rejected(exc.code)
         response = problem(exc.status, exc.code, exc.detail, exc.errors, **exc.extra)
         response.headers.update(exc.headers)
         return response
@@ -133,15 +144,17 @@ async def _sweep_forever(
     """Run the sweeper every ``interval`` seconds (each worker does; the sweeps are safe to
     overlap): unpaid orders, expired groups, and campaigns whose window closed. A failing sweep
     is logged and tried again next time."""
+    failures = FailureLog(log, "sweep")
     while True:
         await asyncio.sleep(interval)
         try:
             report = await checkout.sweep(datetime.now(UTC))
             async with db.write() as session:
                 ended = await campaign_service.end_closed(session, now=datetime.now(UTC))
-        except Exception:
-            log.exception("sweep failed")
+        except Exception as exc:
+            failures.failed(exc)
         else:
+            failures.succeeded()
             if ended:
                 log.info("campaigns: %s", "; ".join(ended))
                 await live.announce()
@@ -164,12 +177,55 @@ async def _start_scheduled(db: Database, live: LiveRules) -> None:
 
 async def _schedule_forever(db: Database, live: LiveRules, interval: float) -> None:
     """Start scheduled versions within ``interval`` seconds of their start time."""
+    failures = FailureLog(log, "scheduler")
     while True:
         await asyncio.sleep(interval)
         try:
             await _start_scheduled(db, live)
-        except Exception:
-            log.exception("scheduler failed")
+        except Exception as exc:
+            failures.failed(exc)
+        else:
+            failures.succeeded()
+
+
+REJECTIONS = frozenset({401, 403, 429, 503})
+"""Statuses of the security layer's refusals, counted by code in the metrics."""
+
+
+class RequestTelemetry:
+    """ASGI middleware: every HTTP request's route template, status and duration to telemetry."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Time the request and report it once the response has gone."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            telemetry: Telemetry | None = getattr(scope["app"].state, "telemetry", None)
+            if telemetry is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                telemetry.request(route, scope["method"], status, time.perf_counter() - started)
+
+
+def _alert_rules(settings: Settings) -> list[AlertRule]:
+    if settings.monitor_rules_path is None:
+        return default_rules()
+    with open(settings.monitor_rules_path, encoding="utf-8") as file:
+        return load_rules(file.read())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -185,7 +241,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await live.start()
         # A registry per lifespan: a test client may start the same app more than once.
         app.state.registry = registry = new_registry()
+        service_metrics = ServiceMetrics(registry)
         deps = build_dependencies(settings, registry)
+        watch = (
+            Watch(
+                db,
+                live,
+                _alert_rules(settings),
+                interval=settings.monitor_interval_seconds,
+                buffer_size=settings.monitor_buffer_size,
+                metrics=service_metrics,
+            )
+            if settings.monitoring_enabled
+            else None
+        )
+        app.state.telemetry = telemetry = Telemetry(
+            service_metrics, None if watch is None else watch.observe
+        )
         checkout = Checkout(
             db,
             live,
@@ -198,6 +270,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             inventory=deps.inventory if settings.inventory_url else None,
             region=settings.default_region,
             reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            telemetry=telemetry,
         )
         guard = Guard(
             db=db,
@@ -209,7 +282,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             trusted_proxies=settings.trusted_proxies,
         )
         app.state.services = Services(
-            settings=settings, db=db, live=live, checkout=checkout, guard=guard
+            settings=settings,
+            db=db,
+            live=live,
+            checkout=checkout,
+            guard=guard,
+            telemetry=telemetry,
+            watch=watch,
         )
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, or full collections of these objects show up as 100+ ms pauses in p99 latency.
@@ -219,11 +298,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _sweep_forever(checkout, db, live, settings.sweep_interval_seconds)
         )
         scheduler = asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS))
+        if watch is not None:
+            await watch.start()
         try:
             yield
         finally:
             sweeper.cancel()
             scheduler.cancel()
+            if watch is not None:
+                await watch.stop()
             await live.stop()
             await deps.aclose()
             if redis is not None:
@@ -237,11 +320,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(RequestTelemetry)
     app.include_router(campaigns_router)
     app.include_router(catalogue_router)
     app.include_router(orders_router)
     app.include_router(coupons_router)
     app.include_router(audit_router)
+    app.include_router(alerts_router)
 
     metrics_gate = (
         [allow(*(Role(r) for r in settings.metrics_roles), route="metrics")]

@@ -105,6 +105,18 @@ class Settings(BaseSettings):
         le=10**9,
         description="order volume a budget forecast assumes when there is no order history",
     )
+    monitoring_enabled: bool = Field(
+        default=True, description="run the detectors and their alert rules in every worker"
+    )
+    monitor_rules_path: str | None = Field(
+        default=None, description="TOML alert rules; unset: the bundled defaults"
+    )
+    monitor_interval_seconds: float = Field(
+        default=0.05, gt=0, le=60, description="how often each worker evaluates the alert rules"
+    )
+    monitor_buffer_size: int = Field(
+        default=100_000, ge=100, le=10_000_000, description="signals a worker buffers at most"
+    )
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:

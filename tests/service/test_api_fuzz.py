@@ -40,8 +40,8 @@ from .helpers import coupon_spec, line, live, order, quote, threshold
 SEED = os.environ.get("PROMOGUARD_FUZZ_SEED") or None
 EXAMPLES = int(os.environ.get("PROMOGUARD_FUZZ_EXAMPLES", "40"))
 
-# Only the app and its schema are built at import (every pytest run collects this module); the
-# database file is created, migrated and seeded by the fixture, when the tests run.
+# Only the app, its schema and an empty migrated database are made at import (every pytest run
+# collects this module); the fixture seeds the database when the tests run.
 _DIR = Path(tempfile.mkdtemp(prefix="promoguard-fuzz-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 SETTINGS = Settings(
@@ -52,6 +52,9 @@ SETTINGS = Settings(
     # tests, and a signature (nonce, body digest) cannot survive schemathesis re-sending a case.
     signing_required=[],
 )
+# Migrated before the app exists: loading the schema starts the app, and its background loops
+# (sweeper, scheduler, monitoring) must find their tables while collection goes on.
+migrate.upgrade(SETTINGS.database_url)
 APP = create_app(SETTINGS)
 
 # Explicit, so that a schemathesis.toml up the tree cannot change what CI checks. Every other

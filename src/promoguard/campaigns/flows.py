@@ -168,6 +168,11 @@ async def go_live(
             now=start_at or now,
             rollout_bps=share,
         )
+        if report is not None and campaign.expected_profile is None:
+            # The campaign's first live version sets what monitoring expects of it; later
+            # versions are held to it until an operator adopts theirs (adopt_profile).
+            campaign.expected_profile = report.profile
+            campaign.profile_version = number
         if report is not None and report.blocked:
             forecast = report.forecast
             raise ConflictError(
@@ -193,4 +198,30 @@ async def go_live(
         version=number,
         actor=actor,
         rollout_bps=rollout_bps,
+    )
+
+
+async def adopt_profile(
+    session: AsyncSession, *, campaign_id: str, version: int, actor: str, reason: str
+) -> Campaign:
+    """Make a version's simulated profile what monitoring expects of the campaign from now on
+    (after a deliberate change of depth or audience, say); audited with the reason."""
+    campaign = await service.get_campaign(session, campaign_id=campaign_id)
+    row = await service.get_version(session, campaign_id=campaign_id, version=version)
+    profile = (row.simulation or {}).get("profile")
+    if not profile:
+        raise ConflictError(
+            "no_simulation",
+            f"version {version} has no simulation to adopt: run POST …/versions/{version}/"
+            "simulation first",
+        )
+    before = campaign.profile_version
+    campaign.expected_profile = profile
+    campaign.profile_version = version
+    return await service.changed(
+        session,
+        campaign,
+        action="campaign.profile_adopted",
+        actor=actor,
+        detail={"version": version, "reason": reason, "before": {"profile_version": before}},
     )

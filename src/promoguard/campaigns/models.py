@@ -63,6 +63,11 @@ class Campaign(Base):
     """The version that was live before the live one: where a rollback goes."""
     rollout_bps: Mapped[int] = mapped_column(Integer, default=10_000)
     """Share of customers the live version prices for, in basis points of 10,000 buckets."""
+    expected_profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """What monitoring holds live traffic to: the simulated profile of the version that first
+    went live, until an operator adopts another version's (``POST …/profile``)."""
+    profile_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The version whose simulation ``expected_profile`` is."""
     latest_version: Mapped[int] = mapped_column(Integer, default=1)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -146,6 +146,9 @@ class CampaignOut(BaseModel):
     status: str
     live_version: int | None
     previous_version: int | None
+    profile_version: int | None = Field(
+        default=None, description="the version whose simulated profile monitoring expects"
+    )
     rollout_bps: int = Field(description="share of customers the live version prices for, of 10000")
     latest_version: int
     created_by: str
@@ -303,6 +306,30 @@ async def rollout(campaign_id: str, body: RolloutIn, svc: Svc, actor: Actor) -> 
         service.set_rollout,
         campaign_id=campaign_id,
         rollout_bps=_bps(body.percent),
+        actor=actor,
+        reason=body.reason,
+    )
+
+
+class ProfileIn(BaseModel):
+    """Which version's simulated profile monitoring should expect from now on, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1, le=MAX_VERSION)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "/{campaign_id}/profile",
+    summary="Adopt a version's simulated profile as what monitoring expects",
+    dependencies=[allow(Role.OPERATOR, route="campaign_profile")],
+)
+async def adopt_profile(campaign_id: str, body: ProfileIn, svc: Svc, actor: Actor) -> CampaignOut:
+    return await _move(
+        svc,
+        flows.adopt_profile,
+        campaign_id=campaign_id,
+        version=body.version,
         actor=actor,
         reason=body.reason,
     )

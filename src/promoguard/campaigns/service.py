@@ -86,7 +86,7 @@ async def _bump_stamp(session: AsyncSession) -> None:
     )
 
 
-async def _changed(
+async def changed(
     session: AsyncSession, campaign: Campaign, *, action: str, actor: str, detail: dict[str, Any]
 ) -> Campaign:
     """Finish a lifecycle move: stamp it so every worker reloads the live rules, and audit it."""
@@ -271,7 +271,7 @@ async def activate(
         campaign.rollout_bps = rollout_bps
     if campaign.kind == "coupon" and await session.get(CouponStock, campaign_id) is None:
         session.add(CouponStock(campaign_id=campaign_id, issued=0))
-    return await _changed(
+    return await changed(
         session,
         campaign,
         action=action,
@@ -319,7 +319,7 @@ async def set_rollout(
         )
     before = campaign.rollout_bps
     campaign.rollout_bps = rollout_bps
-    return await _changed(
+    return await changed(
         session,
         campaign,
         action="campaign.rollout_changed",
@@ -450,7 +450,7 @@ async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: 
     before = {"status": campaign.status, "version_state": live.state}
     live.state = VersionState.PAUSED
     campaign.status = CampaignStatus.PAUSED
-    return await _changed(
+    return await changed(
         session,
         campaign,
         action="campaign.paused",
@@ -474,7 +474,7 @@ async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: st
         live = await get_version(session, campaign_id=campaign_id, version=campaign.live_version)
         live.state = VersionState.ENDED
     campaign.status = CampaignStatus.ENDED
-    return await _changed(
+    return await changed(
         session,
         campaign,
         action="campaign.ended",

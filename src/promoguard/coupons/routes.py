@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promoguard.api import PROBLEMS, Svc, allow, now
 from promoguard.coupons import service
 from promoguard.coupons.models import CouponState, IssuedCoupon
+from promoguard.errors import PromoguardError
 from promoguard.security.keys import Role
 
 router = APIRouter(tags=["coupons"], responses=PROBLEMS)
@@ -91,12 +92,18 @@ async def templates(svc: Svc) -> list[TemplateOut]:
     dependencies=[allow(Role.STOREFRONT, route="coupon_claim")],
 )
 async def claim(template: Id, body: ClaimIn, svc: Svc) -> CouponOut:
-    await svc.guard.limits.hit("coupon_claim", {"customer": body.customer_id})
-    async with svc.db.write() as session:
-        row = await service.claim(
-            session, campaign_id=template, customer_id=body.customer_id, now=now()
-        )
-        return _coupon(row)
+    try:
+        await svc.guard.limits.hit("coupon_claim", {"customer": body.customer_id})
+        async with svc.db.write() as session:
+            row = await service.claim(
+                session, campaign_id=template, customer_id=body.customer_id, now=now()
+            )
+            out = _coupon(row)
+    except PromoguardError as exc:
+        svc.telemetry.claimed(template, body.customer_id, exc.code)
+        raise
+    svc.telemetry.claimed(template, body.customer_id, None)
+    return out
 
 
 @router.get(

@@ -26,6 +26,7 @@ from promoguard import audit
 from promoguard.campaigns.live import LiveRules
 from promoguard.coupons.models import CouponState, IssuedCoupon
 from promoguard.errors import ConflictError, InvalidError, NotFoundError, PromoguardError
+from promoguard.monitoring.telemetry import Telemetry
 from promoguard.orders import groups, tokens
 from promoguard.orders.guards import (
     Need,
@@ -250,8 +251,10 @@ class Checkout:
         region: str = "CN",
         reservation_ttl: timedelta = timedelta(minutes=30),
         refunds: groups.RefundHandover | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._db = db
+        self.telemetry = telemetry or Telemetry()
         self._live = live
         self._secret = secret
         self._ttl = quote_ttl
@@ -305,6 +308,7 @@ class Checkout:
                 availability = stock
         if degraded:
             priced = replace(priced, degraded=degraded)
+        self.telemetry.quoted(priced.quote, bool(degraded))
         quote_id = str(uuid.uuid4())
         exp = now + self._ttl
         claims = {
@@ -497,6 +501,13 @@ class Checkout:
             await self.counters.undo(order_id)
             raise
         await self.counters.committed(order_id)
+        self.telemetry.ordered(
+            order=view,
+            customer_id=request.customer.id,
+            member_tier=claims.get("tier"),
+            # The account signal is the customer id itself: clusters are about the others.
+            identity=[s for s in self.identity(request.customer).signals if s[:8] != "account:"],
+        )
         return view, False
 
     async def _replay(self, key: str, body_hash: str) -> dict[str, Any] | None:
