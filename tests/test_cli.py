@@ -125,7 +125,7 @@ def test_db_upgrade_migrates_an_empty_sqlite_database_and_can_run_again(tmp_path
     again = runner.invoke(app, ["db", "upgrade"], env=env)
 
     assert first.exit_code == 0, first.output
-    assert "at migration 0004" in first.output
+    assert "at migration 0005" in first.output
     assert again.exit_code == 0
     assert (tmp_path / "shop.db").exists()
 
