@@ -8,6 +8,7 @@ import asyncio
 from redis.asyncio import Redis
 from tests.service.helpers import live, threshold
 
+from promoguard.campaigns import service
 from promoguard.campaigns.live import LiveRules
 from promoguard.promotions.engine import PricingPolicy
 from promoguard.store.db import Database
@@ -62,6 +63,48 @@ def test_a_change_announced_on_redis_reaches_other_workers_at_once(client, datab
             await redis_a.aclose()
             await redis_b.aclose()
             await db.dispose()
+        assert [r.id for r in after.ruleset.rules] == ["mj"]
+
+    asyncio.run(scenario())
+
+
+def test_a_change_announced_while_a_check_is_under_way_is_not_lost(
+    client, database_url, monkeypatch
+):
+    """A check that read the stamp before a change must not mark the cache fresh after it."""
+    original = service.rules_stamp
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = Database(database_url)
+        rules = LiveRules(db, PricingPolicy(), refresh_seconds=60, clock=clock)
+        read, release = asyncio.Event(), asyncio.Event()
+        armed = True
+
+        async def stamp_then_wait(session):  # the first read of the stamp stalls after reading
+            nonlocal armed
+            value = await original(session)
+            if armed:
+                armed = False
+                read.set()
+                await release.wait()
+            return value
+
+        try:
+            before = await rules.current()
+            rules.invalidate()
+            monkeypatch.setattr(service, "rules_stamp", stamp_then_wait)
+            checking = asyncio.ensure_future(rules.current())
+            await read.wait()  # the check has read the old stamp ...
+            live(client, threshold())  # ... when a campaign goes live
+            rules.invalidate()  # and the change is announced
+            release.set()
+            await checking
+            after = await rules.current()
+        finally:
+            monkeypatch.setattr(service, "rules_stamp", original)
+            await db.dispose()
+        assert len(before.ruleset) == 0
         assert [r.id for r in after.ruleset.rules] == ["mj"]
 
     asyncio.run(scenario())

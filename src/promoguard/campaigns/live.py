@@ -58,14 +58,17 @@ class LiveRules:
         self._clock = clock
         self._snapshot: Snapshot | None = None
         self._checked = float("-inf")
+        self._invalidations = 0
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self.heard = asyncio.Event()
         """Set whenever a change announced on Redis arrives (tests wait on it)."""
 
     def invalidate(self) -> None:
-        """Check the stamp on the next call."""
+        """Check the stamp on the next call (also when a check is under way right now: what it
+        read may predate the change)."""
         self._checked = float("-inf")
+        self._invalidations += 1
 
     async def announce(self) -> None:
         """Tell every worker that what is live changed (this one included)."""
@@ -109,10 +112,13 @@ class LiveRules:
         async with self._lock:
             if self._snapshot is not None and self._clock() - self._checked < self._refresh:
                 return self._snapshot
+            invalidations = self._invalidations
             async with self._db.read() as session:
                 stamp = await service.rules_stamp(session)
                 if self._snapshot is None or stamp != self._snapshot.stamp:
                     stamp, specs, rollout = await service.live_specs(session)
                     self._snapshot = Snapshot(stamp, RuleSet(specs, self._policy), rollout)
-            self._checked = self._clock()
+            if invalidations == self._invalidations:
+                self._checked = self._clock()
+            # else: a change was announced while we read; the next call reads again.
             return self._snapshot
