@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from tests.service.helpers import approve, line, live, quote, threshold
 
 from promoguard.campaigns import service
+from promoguard.errors import ConflictError
 from promoguard.orders.models import Order
 from promoguard.promotions.rollout import in_rollout
 from promoguard.settings import Settings
@@ -157,3 +158,26 @@ def test_activate_without_a_version_resumes_the_paused_one_not_the_latest(client
     resumed = client.post("/v1/campaigns/mj/activate", json={})
     assert resumed.json()["live_version"] == 1
     assert quote(client, [line("coat", 30000)])["discount_total"] == 5000
+
+
+def test_two_pauses_at_once_pause_once(client: TestClient, settings: Settings):
+    """Two workers' monitors (or an operator and a monitor) pausing together: one pause, one
+    conflict, one timeline entry."""
+    live(client, threshold())
+
+    async def both() -> list[object]:
+        db = Database(settings.database_url)
+
+        async def pause(actor: str) -> object:
+            async with db.write() as session:
+                return await service.pause(session, campaign_id="mj", actor=actor, reason=actor)
+
+        try:
+            return list(await asyncio.gather(pause("a"), pause("b"), return_exceptions=True))
+        finally:
+            await db.dispose()
+
+    results = asyncio.run(both())
+    assert sum(isinstance(r, ConflictError) for r in results) == 1, results
+    paused = [e for e in client.get("/v1/campaigns/mj/timeline").json() if "paused" in e["action"]]
+    assert len(paused) == 1

@@ -155,7 +155,7 @@ async def go_live(
     above its budget refuses the move with ``budget_forecast_exceeded``. Resuming a paused
     version and bringing back a superseded one (a rollback) need neither review nor simulation.
     """
-    campaign = await service.get_campaign(session, campaign_id=campaign_id)
+    campaign = await service.get_campaign(session, campaign_id=campaign_id, lock=True)
     number = version or service.default_version(campaign)
     target = await service.get_version(session, campaign_id=campaign_id, version=number)
     if target.state == VersionState.APPROVED:
@@ -206,7 +206,7 @@ async def adopt_profile(
 ) -> Campaign:
     """Make a version's simulated profile what monitoring expects of the campaign from now on
     (after a deliberate change of depth or audience, say); audited with the reason."""
-    campaign = await service.get_campaign(session, campaign_id=campaign_id)
+    campaign = await service.get_campaign(session, campaign_id=campaign_id, lock=True)
     row = await service.get_version(session, campaign_id=campaign_id, version=version)
     profile = (row.simulation or {}).get("profile")
     if not profile:

@@ -109,9 +109,20 @@ async def rules_stamp(session: AsyncSession) -> int:
     return int(value or 0)
 
 
-async def get_campaign(session: AsyncSession, *, campaign_id: str) -> Campaign:
-    """The campaign, or ``campaign_not_found``."""
-    campaign = await session.get(Campaign, campaign_id)
+async def get_campaign(session: AsyncSession, *, campaign_id: str, lock: bool = False) -> Campaign:
+    """The campaign, or ``campaign_not_found``.
+
+    Every lifecycle move reads it with ``lock=True``: the row is locked for the rest of the
+    transaction and read fresh, so two moves at once (two workers' monitors pausing, a rollback
+    meeting an auto-pause) run one after the other on PostgreSQL and the second sees the first.
+    SQLite serialises writing transactions anyway.
+    """
+    campaign = await session.get(
+        Campaign,
+        campaign_id,
+        with_for_update=lock,
+        populate_existing=lock,
+    )
     if campaign is None:
         raise NotFoundError("campaign_not_found", f"no campaign {campaign_id!r}")
     return campaign
@@ -176,7 +187,7 @@ async def new_version(
     session: AsyncSession, *, campaign_id: str, spec: dict[str, Any], author: str, note: str = ""
 ) -> CampaignVersion:
     """Add version n+1 as a draft. Earlier versions are never edited."""
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     if campaign.status == CampaignStatus.ENDED:
         raise ConflictError("campaign_ended", f"campaign {campaign_id!r} has ended")
     number = campaign.latest_version + 1
@@ -242,7 +253,7 @@ async def activate(
     ``rollout_bps`` sets the share of customers it prices for (unchanged when None; a campaign
     starts at 100 %).
     """
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     if campaign.status == CampaignStatus.ENDED:
         raise ConflictError("campaign_ended", f"campaign {campaign_id!r} has ended")
     number = version or default_version(campaign)
@@ -291,7 +302,7 @@ async def activate(
 
 async def rollback(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
     """Make the version that was live before the current one live again, in one step."""
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     target = campaign.previous_version
     if target is None:
         raise ConflictError(
@@ -311,7 +322,7 @@ async def set_rollout(
     session: AsyncSession, *, campaign_id: str, rollout_bps: int, actor: str, reason: str = ""
 ) -> Campaign:
     """Change the share of customers a live (or paused) campaign prices for."""
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     if campaign.status not in (CampaignStatus.LIVE, CampaignStatus.PAUSED):
         raise ConflictError(
             "invalid_transition",
@@ -343,7 +354,7 @@ async def schedule(
     actor: str,
 ) -> CampaignVersion:
     """Set an approved version to go live at ``start_at`` (the scheduler makes it live)."""
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     if campaign.status == CampaignStatus.ENDED:
         raise ConflictError("campaign_ended", f"campaign {campaign_id!r} has ended")
     target = await get_version(session, campaign_id=campaign_id, version=version)
@@ -441,7 +452,7 @@ async def _live_versions(session: AsyncSession) -> list[tuple[Campaign, dict[str
 
 async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
     """Take a live campaign out of pricing at once (the kill switch); activate resumes it."""
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     if campaign.status != CampaignStatus.LIVE or campaign.live_version is None:
         raise ConflictError(
             "invalid_transition", f"campaign {campaign_id!r} is {campaign.status}, not live"
@@ -466,7 +477,7 @@ async def pause(session: AsyncSession, *, campaign_id: str, actor: str, reason: 
 
 async def end(session: AsyncSession, *, campaign_id: str, actor: str, reason: str) -> Campaign:
     """End a campaign for good: it never prices again and takes no new versions."""
-    campaign = await get_campaign(session, campaign_id=campaign_id)
+    campaign = await get_campaign(session, campaign_id=campaign_id, lock=True)
     if campaign.status == CampaignStatus.ENDED:
         raise ConflictError("invalid_transition", f"campaign {campaign_id!r} has already ended")
     before = {"status": campaign.status}

@@ -215,7 +215,10 @@ class Watch:
         if alert.campaign_id is None:
             return "skipped: the alert names no campaign"
         async with self._db.write() as session:
-            campaign = await session.get(Campaign, alert.campaign_id)
+            # Locked: another worker's monitor or an operator's rollback may move it right now.
+            campaign = await session.get(
+                Campaign, alert.campaign_id, with_for_update=True, populate_existing=True
+            )
             if campaign is None or campaign.status != CampaignStatus.LIVE:
                 return "skipped: not live"
             if alert.version is not None and campaign.live_version != alert.version:
