@@ -454,6 +454,7 @@ class Checkout:
                 return replay, True
             raise
         request = QuoteRequest.model_validate(claims["req"])
+        identity = self.identity(request.customer)
         snapshot = await self._live.current()
         order_id = str(uuid.uuid4())
         try:
@@ -466,6 +467,7 @@ class Checkout:
                     order_id=order_id,
                     claims=claims,
                     request=request,
+                    identity=identity,
                     ruleset=snapshot.ruleset,
                     rollout=snapshot.rollout,
                     stamp=snapshot.stamp,
@@ -505,8 +507,7 @@ class Checkout:
             order=view,
             customer_id=request.customer.id,
             member_tier=claims.get("tier"),
-            # The account signal is the customer id itself: clusters are about the others.
-            identity=[s for s in self.identity(request.customer).signals if s[:8] != "account:"],
+            identity=identity.signals,  # the detectors leave out the account signal themselves
         )
         return view, False
 
@@ -532,12 +533,12 @@ class Checkout:
         order_id: str,
         claims: dict[str, Any],
         request: QuoteRequest,
+        identity: Identity,
         ruleset: RuleSet,
         rollout: Mapping[str, int],
         stamp: int,
         now: datetime,
     ) -> dict[str, Any]:
-        identity = self.identity(request.customer)
         buckets, out = _rollout(rollout, request.customer.id) if rollout else ({}, {})
         try:
             customer = await self._customer(
