@@ -34,6 +34,18 @@ def coupon_spec(rule_id: str = "cp", **fields: Any) -> dict[str, Any]:
     return spec(rule_id, "coupon", **fields)
 
 
+def catalogue(tiers: tuple[str, ...] = ("gold", "platinum"), cost: int = 3000) -> dict[str, Any]:
+    """A small shop for lint and simulation: 20 apparel SKUs from 100 to 575 yuan."""
+    return {
+        "currency": "CNY",
+        "member_tiers": list(tiers),
+        "items": [
+            {"sku": f"sku-{n}", "category": "apparel", "unit_price": 10000 + 2500 * n, "cost": cost}
+            for n in range(20)
+        ],
+    }
+
+
 def line(sku: str, unit_price: int, quantity: int = 1, **fields: Any) -> dict[str, Any]:
     return {
         "sku": sku,

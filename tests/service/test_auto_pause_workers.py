@@ -26,19 +26,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.service.helpers import approve, line, live, threshold
+from tests.service.helpers import approve, catalogue, line, live, threshold
 from tests.service.test_kill_switch_workers import SLOW_REFRESH, Workers, two_workers
 
 from promoguard.settings import Settings
 
-CATALOGUE = {
-    "currency": "CNY",
-    "member_tiers": ["gold", "platinum"],
-    "items": [
-        {"sku": f"sku-{n}", "category": "apparel", "unit_price": 10000 + 2500 * n, "cost": 3000}
-        for n in range(20)
-    ],
-}
+CATALOGUE = catalogue()
 """The shop (as in test_monitoring): v1's simulation, with no order history yet, samples it."""
 DEADLINE = 1.0
 """Seconds after the alert by which no worker discounts with the paused version (the must-show)."""

@@ -13,18 +13,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from tests.service.conftest import signed_client
-from tests.service.helpers import approve, line, live, order, quote, threshold
+from tests.service.helpers import approve, catalogue, line, live, order, quote, threshold
 
 from promoguard.settings import Settings
 
-CATALOGUE = {
-    "currency": "CNY",
-    "member_tiers": ["gold", "platinum"],
-    "items": [
-        {"sku": f"sku-{n}", "category": "apparel", "unit_price": 10000 + 2500 * n, "cost": 3000}
-        for n in range(20)
-    ],
-}
+CATALOGUE = catalogue()
 
 
 @pytest.fixture

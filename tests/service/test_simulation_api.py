@@ -6,16 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from tests.service.helpers import approve, line, live, order, quote, threshold
+from tests.service.helpers import approve, catalogue, line, live, order, quote, threshold
 
-CATALOGUE = {
-    "currency": "CNY",
-    "member_tiers": ["gold"],
-    "items": [
-        {"sku": f"sku-{n}", "category": "apparel", "unit_price": 10000 + 2500 * n, "cost": 4000}
-        for n in range(20)
-    ],
-}
+CATALOGUE = catalogue(("gold",), cost=4000)
 SIMULATE = "/v1/campaigns/mj/versions/{}/simulation"
 
 
