@@ -4,10 +4,20 @@ from promoguard import audit
 from promoguard.campaigns import models as campaigns
 from promoguard.coupons import models as coupons
 from promoguard.monitoring import models as monitoring
+from promoguard.notify import models as notify
 from promoguard.orders import models as orders
 from promoguard.security import models as security
 from promoguard.store.db import Base
 
-__all__ = ["audit", "campaigns", "coupons", "metadata", "monitoring", "orders", "security"]
+__all__ = [
+    "audit",
+    "campaigns",
+    "coupons",
+    "metadata",
+    "monitoring",
+    "notify",
+    "orders",
+    "security",
+]
 
 metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""Notifications: signed webhooks, email, SMS and app push, from a persistent outbox."""
