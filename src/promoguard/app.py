@@ -34,6 +34,7 @@ from promoguard.loops import FailureLog
 from promoguard.members.clients import build_dependencies
 from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
 from promoguard.monitoring.alert_rules import AlertRule, default_rules, load_rules
+from promoguard.monitoring.bus import RedisBus
 from promoguard.monitoring.routes import router as alerts_router
 from promoguard.monitoring.telemetry import Telemetry
 from promoguard.monitoring.watch import Watch
@@ -251,6 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 interval=settings.monitor_interval_seconds,
                 buffer_size=settings.monitor_buffer_size,
                 metrics=service_metrics,
+                bus=None if redis is None else RedisBus(redis, settings.redis_prefix),
             )
             if settings.monitoring_enabled
             else None

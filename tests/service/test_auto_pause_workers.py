@@ -3,7 +3,8 @@ own, and no worker discounts with it 1 s after the alert.
 
 Two real ``promoguard serve`` processes share one database (a SQLite file with the stamp poll
 only; PostgreSQL with Redis pub/sub and a stamp poll too slow to make the deadline). Each worker
-runs its own watch over the orders it serves (``PROMOGUARD_MONITOR_INTERVAL_SECONDS`` 0.05).
+runs its own watch (``PROMOGUARD_MONITOR_INTERVAL_SECONDS`` 0.05): over the orders it serves
+without Redis, over both workers' orders (the Redis signal stream) with it.
 
 The scenario: a catalogue, campaign ``mj`` v1 (满200减20) live (its first version's simulation is
 the campaign's expected profile), ~50 normal orders spread over both workers (no alert), then v2

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -58,6 +59,8 @@ def two_workers(settings: Settings, **env: str) -> Iterator[Workers]:
         "PROMOGUARD_ENVIRONMENT": "test",
         "PROMOGUARD_RULES_REFRESH_SECONDS": DEFAULT_REFRESH,
         "PROMOGUARD_REDIS_URL": "",  # none unless asked for: "" is no Redis
+        # Keys of this test's own: tests running at once must not share monitoring streams.
+        "PROMOGUARD_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:12]}:",
         **env,
     }
     admin_auth = PromoguardAuth(*make_key(settings, "admin"))

@@ -13,9 +13,10 @@ is stored (``GET /v1/alerts``) and audited, then its actions run:
   one, with the alert as the reason on its timeline, and every worker is told at once (Redis)
   or within ``PROMOGUARD_RULES_REFRESH_SECONDS``.
 
-Each worker watches the traffic it serves. Ratio detectors (discount against the expected
-profile, tier mix, error rate, latency, claim failures) see a fair sample of it; count
-thresholds (velocity, identity clusters) apply to each worker's share.
+What the detectors see goes through a :mod:`~promoguard.monitoring.bus`: with Redis configured
+every worker's watch sees the whole shop's signals (one Redis stream) and exactly one worker acts
+on each alert; without Redis each worker watches the traffic it serves (ratio detectors see a
+fair sample of it; count thresholds apply to each worker's share).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from promoguard.campaigns.models import Campaign, CampaignStatus, CampaignVersio
 from promoguard.loops import FailureLog
 from promoguard.metrics import ServiceMetrics
 from promoguard.monitoring.alert_rules import Action, AlertRule
+from promoguard.monitoring.bus import LocalBus, SignalBus
 from promoguard.monitoring.detectors import Alert, Monitor
 from promoguard.monitoring.models import AlertRecord
 from promoguard.monitoring.signals import Signal
@@ -98,11 +100,15 @@ class Watch:
         metrics: ServiceMetrics | None = None,
         notifier: Notifier | None = None,
         incidents: IncidentSink | None = None,
+        bus: SignalBus | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._live = live
         self.monitor = Monitor(rules)
+        self._cooldowns = {rule.name: float(rule.cooldown_seconds) for rule in rules}
+        self.bus: SignalBus = bus or LocalBus()
+        self._bus_failures = FailureLog(log, "sharing monitoring signals")
         self._interval = interval
         self._buffer: deque[Signal] = deque(maxlen=buffer_size)
         self._size = buffer_size
@@ -126,6 +132,10 @@ class Watch:
     async def start(self) -> None:
         """Evaluate every ``interval`` seconds until :meth:`stop`."""
         if self._task is None:
+            try:
+                await self.bus.start()
+            except Exception:  # Redis down: the first exchange that reaches it starts the bus
+                log.warning("monitoring: cannot start the signal bus", exc_info=True)
             self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -148,15 +158,34 @@ class Watch:
                 failures.succeeded()
 
     async def tick(self) -> list[Alert]:
-        """Drain the buffer into the detectors, evaluate, act on new alerts; returns them."""
+        """Drain the buffer through the bus into the detectors, evaluate, act on the new alerts
+        this worker claims; returns every new alert found."""
         await self._refresh_profiles()
-        buffer, observe = self._buffer, self.monitor.observe
-        while buffer:
-            observe(buffer.popleft())
+        buffer = self._buffer
+        batch = [buffer.popleft() for _ in range(len(buffer))]
+        try:
+            signals = await self.bus.exchange(batch)
+        except Exception as exc:  # Redis down: watch this worker's own traffic meanwhile
+            self._bus_failures.failed(exc)
+            signals = batch
+        else:
+            self._bus_failures.succeeded()
+        observe = self.monitor.observe
+        for signal in signals:
+            observe(signal)
         alerts = self.monitor.evaluate(self._clock())
         for alert in alerts:
-            await self._act(alert)
+            if await self._mine(alert):
+                await self._act(alert)
         return alerts
+
+    async def _mine(self, alert: Alert) -> bool:
+        """Whether this worker acts on the alert (with a shared bus, one worker does)."""
+        try:
+            return await self.bus.claim(alert, self._cooldowns.get(alert.rule, 0.0))
+        except Exception:  # better two workers pausing (it is idempotent) than none
+            log.warning("could not claim alert %s on the bus; acting on it", alert.rule)
+            return True
 
     async def _refresh_profiles(self) -> None:
         """Load what monitoring expects of every live version when what is live changes: the
