@@ -18,8 +18,9 @@ a storefront and one approver key per review department; the reference member se
 (``promoguard member-service``) with a tiers file for 4,000 customers (72 % no tier, 12 % silver,
 10 % gold, 6 % platinum); two ``promoguard serve`` processes on the database (default settings:
 monitoring every 0.05 s, rules refresh 0.5 s; ``PROMOGUARD_MEMBER_TIERS_URL`` pointing at the
-member service; ``--redis-url`` adds ``PROMOGUARD_REDIS_URL``, so changes are announced on Redis
-pub/sub, which is how the service is meant to run with several workers: recommended). A
+member service; ``--redis-url`` adds ``PROMOGUARD_REDIS_URL`` (and a key prefix of the run's
+own), so changes are announced on Redis pub/sub and both workers' watches see both workers'
+orders (the monitoring signal stream): how the service is meant to run with several workers). A
 catalogue of 36 SKUs in three categories is loaded (``PUT /v1/catalogue``).
 
 **Traffic.** An open loop of ``--rate`` (200) orders per second, alternating between the two
@@ -896,6 +897,9 @@ def main() -> None:
     env = {"PROMOGUARD_SECRET_KEY": SECRET, "PROMOGUARD_ENVIRONMENT": "test"}
     if args.redis_url:
         env["PROMOGUARD_REDIS_URL"] = args.redis_url
+        # A run's own keys: an earlier run's alert claims (held for the rule's cooldown) and
+        # signal stream are not this run's.
+        env["PROMOGUARD_REDIS_PREFIX"] = f"bench-exposure-{uuid.uuid4().hex[:8]}:"
     with (
         database(args.database_url) as url,
         tempfile.TemporaryDirectory(prefix="promoguard-exposure-") as tmp,
