@@ -3,6 +3,7 @@
 from promoguard import audit
 from promoguard.campaigns import models as campaigns
 from promoguard.coupons import models as coupons
+from promoguard.incidents import models as incidents
 from promoguard.monitoring import models as monitoring
 from promoguard.notify import models as notify
 from promoguard.orders import models as orders
@@ -13,6 +14,7 @@ __all__ = [
     "audit",
     "campaigns",
     "coupons",
+    "incidents",
     "metadata",
     "monitoring",
     "notify",
