@@ -21,6 +21,7 @@ from rich.text import Text
 from promoguard import __version__, examples
 from promoguard.campaigns import commands
 from promoguard.money import format_minor
+from promoguard.notify.commands import notify_app
 from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Quote
 from promoguard.promotions.rules import Rule, RuleSpecError, load_rules, rule_json_schema
@@ -456,6 +457,7 @@ app.command("lint")(commands.lint_command)
 app.command("simulate")(commands.simulate_command)
 app.add_typer(commands.campaigns_app, name="campaigns")
 app.add_typer(commands.catalogue_app, name="catalogue")
+app.add_typer(notify_app, name="notify")
 
 
 def _version(value: bool) -> None:

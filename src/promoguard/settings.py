@@ -118,8 +118,86 @@ class Settings(BaseSettings):
         default=100_000, ge=100, le=10_000_000, description="signals a worker buffers at most"
     )
 
+    notify_webhook_urls: list[str] = Field(
+        default_factory=list,
+        description="URLs every notification event is POSTed to, signed; see docs/notifications.md",
+    )
+    notify_webhook_key_id: str = Field(
+        default="promoguard-notify",
+        min_length=1,
+        max_length=64,
+        description="key id outbound webhooks are signed with (X-Promoguard-Key)",
+    )
+    notify_webhook_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC secret outbound webhooks are signed with; required with webhook URLs",
+    )
+    notify_webhook_timeout_seconds: float = Field(
+        default=5, gt=0, le=120, description="how long one webhook POST may take"
+    )
+    notify_smtp_host: str | None = Field(
+        default=None, description="SMTP server for notification emails; unset: no email"
+    )
+    notify_smtp_port: int = Field(default=587, ge=1, le=65_535, description="SMTP port")
+    notify_smtp_username: str | None = Field(default=None, description="SMTP login, if any")
+    notify_smtp_password: str | None = Field(default=None, description="SMTP password, if any")
+    notify_smtp_from: str = Field(
+        default="promoguard@localhost", description="From address of notification emails"
+    )
+    notify_smtp_starttls: bool = Field(
+        default=True, description="upgrade the SMTP connection with STARTTLS (required if on)"
+    )
+    notify_smtp_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="how long one SMTP conversation may take"
+    )
+    notify_team_emails: list[str] = Field(
+        default_factory=list, description="addresses the team's incident emails go to"
+    )
+    notify_team_phones: list[str] = Field(
+        default_factory=list, description="phone numbers the team's incident SMS go to"
+    )
+    notify_team_locale: Literal["zh", "en"] = Field(
+        default="zh", description="language of the team's notifications"
+    )
+    notify_timezone: str = Field(
+        default="Asia/Shanghai", description="time zone times are shown in by the templates"
+    )
+    notify_sms_path: str | None = Field(
+        default=None,
+        description="JSON-lines file SMS are appended to (no SMS provider yet); unset: the log",
+    )
+    notify_push_path: str | None = Field(
+        default=None,
+        description="JSON-lines file app pushes are appended to (no push provider yet); unset: "
+        "the log",
+    )
+    notify_max_attempts: int = Field(
+        default=6, ge=1, le=50, description="attempts per delivery before it is a dead letter"
+    )
+    notify_backoff_base_seconds: float = Field(
+        default=2,
+        gt=0,
+        le=3600,
+        description="wait after a delivery's first failure; doubles after each further one",
+    )
+    notify_backoff_max_seconds: float = Field(
+        default=3600, gt=0, le=86_400, description="longest wait between two delivery attempts"
+    )
+    notify_interval_seconds: float = Field(
+        default=1, gt=0, le=300, description="how often a worker looks for due notifications"
+    )
+
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:
         if self.environment == "production" and self.secret_key == DEVELOPMENT_SECRET:
             raise ValueError("set PROMOGUARD_SECRET_KEY: the development secret is refused")
+        return self
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Self:
+        if self.notify_webhook_urls and not self.notify_webhook_secret:
+            raise ValueError(
+                "set PROMOGUARD_NOTIFY_WEBHOOK_SECRET: outbound webhooks are always signed"
+            )
         return self

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from promoguard.store.db import Base, UTCDateTime, utcnow
 
-__all__ = ["Channel", "Delivery", "DeliveryStatus"]
+__all__ = ["ChannelName", "Delivery", "DeliveryStatus"]
 
 
-class Channel(StrEnum):
+class ChannelName(StrEnum):
     """Where a message goes."""
 
     WEBHOOK = "webhook"
