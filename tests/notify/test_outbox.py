@@ -250,3 +250,36 @@ def test_the_backoff_doubles_up_to_its_cap_and_its_jitter_stays_within_bounds():
 def test_a_nonsensical_retry_policy_is_refused(fields: dict[str, float]):
     with pytest.raises(ValueError, match="not a retry policy"):
         RetryPolicy(**fields)  # type: ignore[arg-type]
+
+
+def test_the_background_loop_delivers_a_notice_as_soon_as_it_is_sent(
+    settings: Settings, clock: FakeClock
+):
+    class Signalling(Recording):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = asyncio.Event()
+
+        async def deliver(self, delivery: Delivery) -> None:
+            await super().deliver(delivery)
+            self.done.set()
+
+    # A five-minute poll: only send() waking the loop can deliver within the test.
+    config = settings.model_copy(update={"notify_interval_seconds": 300})
+
+    async def scenario() -> None:
+        db = Database(config.database_url)
+        channel = Signalling()
+        notifications = Notifications.from_settings(
+            config, db, clock=clock, channels={"email": channel}
+        )
+        try:
+            await notifications.start()
+            (delivery_id,) = await notifications.send(_notice("a@example.com"))
+            await asyncio.wait_for(channel.done.wait(), timeout=30)
+            assert channel.delivered == [delivery_id]
+        finally:
+            await notifications.stop()
+            await db.dispose()
+
+    run(scenario())
