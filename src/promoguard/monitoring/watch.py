@@ -7,9 +7,11 @@ and counted, so a burst can never slow checkout or grow memory). Every
 (:class:`~promoguard.monitoring.detectors.Monitor`) and evaluates the alert rules. Each new alert
 is stored (``GET /v1/alerts``) and audited, then its actions run:
 
-* ``notify``: the :class:`Notifier` (the log by default; notifications come with incidents);
-* ``incident``: the :class:`IncidentSink` seam (recorded as requested until incidents exist);
-* ``pause``: the kill switch — the campaign is paused if the alert's version is still the live
+* ``pause`` first (every other action costs time the faulty version stays live): see below;
+* ``notify``: the :class:`Notifier` (the service log; the incident's notices reach people);
+* ``incident``: the :class:`IncidentSink` — the app's
+  :class:`~promoguard.incidents.desk.IncidentDesk` opens or joins the incident;
+* ``pause``, the kill switch: the campaign is paused if the alert's version is still the live
   one, with the alert as the reason on its timeline, and every worker is told at once (Redis)
   or within ``PROMOGUARD_RULES_REFRESH_SECONDS``.
 
@@ -215,7 +217,8 @@ class Watch:
         if self._metrics is not None:
             self._metrics.alert(alert.rule, alert.severity)
         outcome: dict[str, str] = {}
-        for action in alert.actions:
+        # The kill switch first: every action after it costs time the faulty version is live.
+        for action in sorted(alert.actions, key=lambda a: a != Action.PAUSE):
             try:
                 outcome[action] = await self._do(action, alert)
             except Exception as exc:  # one failing action must not stop the others
