@@ -30,6 +30,10 @@ from promoguard.campaigns.routes import catalogue_router
 from promoguard.campaigns.routes import router as campaigns_router
 from promoguard.coupons.routes import router as coupons_router
 from promoguard.errors import PromoguardError
+from promoguard.incidents.desk import IncidentDesk
+from promoguard.incidents.grading import IncidentPolicy
+from promoguard.incidents.notices import announcer
+from promoguard.incidents.routes import router as incidents_router
 from promoguard.loops import FailureLog
 from promoguard.members.clients import build_dependencies
 from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
@@ -38,6 +42,7 @@ from promoguard.monitoring.bus import RedisBus
 from promoguard.monitoring.routes import router as alerts_router
 from promoguard.monitoring.telemetry import Telemetry
 from promoguard.monitoring.watch import Watch
+from promoguard.notify.service import Notifications
 from promoguard.orders.routes import router as orders_router
 from promoguard.orders.service import Checkout
 from promoguard.promotions.engine import PricingPolicy
@@ -229,6 +234,16 @@ def _alert_rules(settings: Settings) -> list[AlertRule]:
         return load_rules(file.read())
 
 
+def _include_routers(app: FastAPI) -> None:
+    app.include_router(campaigns_router)
+    app.include_router(catalogue_router)
+    app.include_router(orders_router)
+    app.include_router(coupons_router)
+    app.include_router(audit_router)
+    app.include_router(alerts_router)
+    app.include_router(incidents_router)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the promoguard API for ``settings`` (from the environment when omitted)."""
     settings = settings or Settings()
@@ -244,6 +259,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry = new_registry()
         service_metrics = ServiceMetrics(registry)
         deps = build_dependencies(settings, registry)
+        notifications = Notifications.from_settings(settings, db)
+        app.state.incidents = desk = IncidentDesk(
+            db,
+            IncidentPolicy.model_validate(settings.incident_policy),
+            announce=announcer(notifications),
+            interval=settings.incident_check_seconds,
+        )
         watch = (
             Watch(
                 db,
@@ -253,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 buffer_size=settings.monitor_buffer_size,
                 metrics=service_metrics,
                 bus=None if redis is None else RedisBus(redis, settings.redis_prefix),
+                incidents=desk,
             )
             if settings.monitoring_enabled
             else None
@@ -302,6 +325,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS))
         if watch is not None:
             await watch.start()
+        await desk.start()
+        await notifications.start()
         try:
             yield
         finally:
@@ -309,6 +334,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             scheduler.cancel()
             if watch is not None:
                 await watch.stop()
+            await desk.stop()
+            await notifications.stop()
             await live.stop()
             await deps.aclose()
             if redis is not None:
@@ -323,12 +350,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.add_middleware(RequestTelemetry)
-    app.include_router(campaigns_router)
-    app.include_router(catalogue_router)
-    app.include_router(orders_router)
-    app.include_router(coupons_router)
-    app.include_router(audit_router)
-    app.include_router(alerts_router)
+    _include_routers(app)
 
     metrics_gate = (
         [allow(*(Role(r) for r in settings.metrics_roles), route="metrics")]

@@ -7,7 +7,7 @@ The defaults run everything on one SQLite file in the working directory. Product
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     monitor_buffer_size: int = Field(
         default=100_000, ge=100, le=10_000_000, description="signals a worker buffers at most"
     )
+    incident_policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON overriding the incident grading bars, clocks, on-call levels, time "
+        "zone (see promoguard/incidents/grading.py; {} keeps the defaults)",
+    )
+    incident_check_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="how often deadlines and impact are checked"
+    )
 
     notify_webhook_urls: list[str] = Field(
         default_factory=list,
@@ -200,4 +208,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set PROMOGUARD_NOTIFY_WEBHOOK_SECRET: outbound webhooks are always signed"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _incident_policy_is_valid(self) -> Self:
+        from promoguard.incidents.grading import IncidentPolicy  # noqa: PLC0415 (no cycle)
+
+        IncidentPolicy.model_validate(self.incident_policy)
         return self

@@ -72,7 +72,7 @@ def test_a_version_far_deeper_than_the_campaigns_profile_is_paused_on_its_own(
     assert quote(watched, [line("sku-8", 30000)], customer="after")["discount_total"] == 0
     (stored,) = watched.get("/v1/alerts", params={"campaign_id": "mj"}).json()
     assert stored["outcome"]["pause"] == "paused"
-    assert stored["outcome"]["incident"] == "requested"
+    assert stored["outcome"]["incident"] == "opened 1 (P1)"
     timeline = watched.get("/v1/campaigns/mj/timeline").json()
     paused = [e for e in timeline if e["action"] == "campaign.paused"]
     assert paused[-1]["actor"] == "monitor"
