@@ -20,6 +20,7 @@ from rich.text import Text
 
 from promoguard import __version__, examples
 from promoguard.campaigns import commands
+from promoguard.incidents.commands import incident_app
 from promoguard.money import format_minor
 from promoguard.notify.commands import notify_app
 from promoguard.promotions.engine import RuleSet
@@ -458,6 +459,7 @@ app.command("simulate")(commands.simulate_command)
 app.add_typer(commands.campaigns_app, name="campaigns")
 app.add_typer(commands.catalogue_app, name="catalogue")
 app.add_typer(notify_app, name="notify")
+app.add_typer(incident_app, name="incident")
 
 
 def _version(value: bool) -> None:
