@@ -259,7 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry = new_registry()
         service_metrics = ServiceMetrics(registry)
         deps = build_dependencies(settings, registry)
-        notifications = Notifications.from_settings(settings, db)
+        app.state.notifications = notifications = Notifications.from_settings(settings, db)
         app.state.incidents = desk = IncidentDesk(
             db,
             IncidentPolicy.model_validate(settings.incident_policy),

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from tests.notify.helpers import Mailbox, MailHandler
 from tests.service.conftest import signed_client
 from tests.service.helpers import approve, catalogue, line, live, order, quote, threshold
+from tests.serving import free_port
 
 from promoguard.notify.models import Delivery
 from promoguard.settings import Settings
@@ -238,3 +241,53 @@ def test_the_report_holds_the_scripted_incidents_real_numbers(desk_client: TestC
 def test_an_unknown_incident_is_a_404(desk_client: TestClient):
     missing = desk_client.get("/v1/incidents/999")
     assert (missing.status_code, missing.json()["code"]) == (404, "incident_not_found")
+
+
+def test_a_status_update_reaches_the_team_and_each_customer_in_their_language_by_email(
+    settings: Settings,
+):
+    """Through the outbox and a real SMTP server (aiosmtpd)."""
+    mailbox = Mailbox("127.0.0.1", free_port())
+    controller = Controller(MailHandler(mailbox), hostname=mailbox.host, port=mailbox.port)
+    controller.start()
+    mailing = settings.model_copy(
+        update={
+            "monitor_interval_seconds": 3600,
+            "incident_check_seconds": 3600,
+            "notify_interval_seconds": 3600,
+            "notify_team_emails": ["oncall@shop.example"],
+            "notify_team_locale": "en",
+            "notify_smtp_host": mailbox.host,
+            "notify_smtp_port": mailbox.port,
+            "notify_smtp_starttls": False,  # the local test server speaks plain SMTP
+        }
+    )
+    try:
+        with signed_client(mailing) as client:
+            number = client.post("/v1/incidents", json={"title": "wrong VIP prices"}).json()["id"]
+            update = client.post(
+                f"/v1/incidents/{number}/notes",
+                json={
+                    "kind": "update",
+                    "message": "The difference will be refunded within 3 days.",
+                    "customers": [
+                        {"order_id": "o-1", "locale": "zh", "email": "li@example.cn"},
+                        {"order_id": "o-2", "locale": "en", "email": "ann@example.com"},
+                    ],
+                },
+            )
+            assert update.status_code == 200, update.text
+            notifications = client.app.state.notifications  # type: ignore[attr-defined]
+            report = client.portal.call(notifications.flush)  # type: ignore[union-attr]
+            # Four emails: the team's for the opening and the update, one to each customer.
+            assert (report.delivered, report.retried, report.dead) == (4, 0, 0)
+    finally:
+        controller.stop()
+
+    (zh,) = mailbox.to("li@example.cn")
+    assert zh["Subject"] == "您的订单 o-1 处理进展"
+    assert "The difference will be refunded within 3 days." in zh.get_body(("plain",)).get_content()
+    (en,) = mailbox.to("ann@example.com")
+    assert "o-2" in en["Subject"]
+    team = mailbox.to("oncall@shop.example")
+    assert any("wrong VIP prices" in m["Subject"] for m in team)

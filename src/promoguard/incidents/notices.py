@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promoguard.incidents.desk import Announce
 from promoguard.incidents.grading import Impact
 from promoguard.incidents.models import Incident, IncidentStatus
-from promoguard.notify.service import Notice, Notifications
+from promoguard.notify.service import Notice, Notifications, Recipient
 
 __all__ = ["announcer", "notice_for"]
 
@@ -80,11 +80,23 @@ def notice_for(incident: Incident, event: str, detail: dict[str, Any]) -> Notice
     else:
         message = str(detail.get("message", ""))
         key = f"incident:{incident.id}:{event}:{uuid.uuid4().hex}"
+    customers = [
+        Recipient(
+            locale=c.get("locale", "zh"),
+            email=c.get("email"),
+            phone=c.get("phone"),
+            device=c.get("device"),
+            context={"order_id": c["order_id"]},
+        )
+        for c in detail.get("customers", [])
+    ]
     return Notice(
         key=key,
         event=f"incident.{event}",
         data={**facts, "message": message},
         team_template="team_incident_update",
+        customer_template="customer_incident_update" if customers else None,
+        customers=customers,
     )
 
 

@@ -103,11 +103,25 @@ class SeverityIn(_In):
     reason: str = Field(default="", max_length=1000)
 
 
+class CustomerIn(_In):
+    """A customer to tell about a status update, in their language."""
+
+    order_id: str = Field(min_length=1, max_length=64)
+    locale: Literal["zh", "en"] = "zh"
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 -]{5,31}$")
+    device: str | None = Field(default=None, max_length=256, description="app-push token")
+
+
 class NoteIn(_In):
-    """A note, or a status update (``update``: customers and the team are told)."""
+    """A note, or a status update (``update``: the team, the webhooks and any ``customers``
+    listed are told, each customer in their language)."""
 
     message: str = Field(min_length=1, max_length=4000)
     kind: Literal["note", "update"] = "note"
+    customers: list[CustomerIn] = Field(
+        default_factory=list, max_length=1000, description="only with kind=update"
+    )
 
 
 class ActionItem(_In):
@@ -346,7 +360,10 @@ async def note(
             session, found, actor=actor, kind=body.kind, message=body.message, now=now()
         )
         if body.kind == "update":
-            await desk.announce(session, found, "update", {"message": body.message})
+            customers = [c.model_dump() for c in body.customers]
+            await desk.announce(
+                session, found, "update", {"message": body.message, "customers": customers}
+            )
         return _out(found, desk)
 
 
