@@ -253,7 +253,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.database_url)
         policy = PricingPolicy(max_discount_ratio=Decimal(settings.max_discount_ratio))
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        live = LiveRules(db, policy, settings.rules_refresh_seconds, redis=redis)
+        live = LiveRules(
+            db,
+            policy,
+            settings.rules_refresh_seconds,
+            redis=redis,
+            channel=f"{settings.redis_prefix}rules",
+        )
         await live.start()
         # A registry per lifespan: a test client may start the same app more than once.
         app.state.registry = registry = new_registry()

@@ -204,3 +204,18 @@ def test_with_redis_unreachable_a_worker_still_judges_its_own_orders(settings: S
         buy(a, 8, "on-a")
         assert [x.rule for x in tick(a)] == ["discount-above-profile"]
         assert a.get("/v1/campaigns/mj").json()["status"] == "paused"
+
+
+def test_an_order_quoted_before_a_kill_is_refused_when_it_commits(settings: Settings):
+    """The monitor's kill stops a version in the order path too, before the pause is written."""
+    with signed_client(settings) as client:
+        live(client, threshold(spend=20000, off=2000))
+        priced = quote(client, [line("sku-8", 30000)], customer="early")
+        assert priced["discount_total"] == 2000
+        rules = client.app.state.services.live  # type: ignore[attr-defined]
+        client.portal.call(rules.kill, "mj", 1)  # type: ignore[union-attr]
+        refused = order(client, priced["quote_token"], "early")
+        assert (refused.status_code, refused.json()["code"]) == (409, "quote_changed")
+        again = quote(client, [line("sku-8", 30000)], customer="early")
+        assert again["discount_total"] == 0
+        assert client.get("/v1/campaigns/mj").json()["status"] == "live"  # not paused by this

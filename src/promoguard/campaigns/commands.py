@@ -120,11 +120,9 @@ async def _announce(settings: Settings) -> None:
         return
     from redis.asyncio import Redis  # noqa: PLC0415
 
-    from promoguard.campaigns.live import CHANNEL  # noqa: PLC0415
-
     redis = Redis.from_url(settings.redis_url)
     try:
-        await redis.publish(CHANNEL, "changed")
+        await redis.publish(f"{settings.redis_prefix}rules", "changed")
     except Exception:  # the stamp still reaches every worker within the refresh interval
         Console(stderr=True, soft_wrap=True).print(
             "[yellow]warning:[/] could not announce on Redis"

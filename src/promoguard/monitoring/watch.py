@@ -246,6 +246,9 @@ class Watch:
         """The kill switch, when the alert's version is still the one live."""
         if alert.campaign_id is None:
             return "skipped: the alert names no campaign"
+        if alert.version is not None:
+            # Stop pricing with it in every worker now; the pause below makes it last.
+            await self._live.kill(alert.campaign_id, alert.version)
         async with self._db.write() as session:
             # Locked: another worker's monitor or an operator's rollback may move it right now.
             campaign = await session.get(

@@ -462,6 +462,8 @@ class Checkout:
                 existing = await session.get(IdempotencyRecord, ("orders", key))
                 if existing is not None:  # committed between our check and our transaction
                     return self._replayed(existing, body_hash), True
+                # A version suppressed while this order waited for its transaction is out.
+                snapshot = self._live.fresh(snapshot)
                 view = await self._commit(
                     session,
                     order_id=order_id,
