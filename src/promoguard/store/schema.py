@@ -7,6 +7,7 @@ from promoguard.incidents import models as incidents
 from promoguard.monitoring import models as monitoring
 from promoguard.notify import models as notify
 from promoguard.orders import models as orders
+from promoguard.payments import models as payments
 from promoguard.security import models as security
 from promoguard.store.db import Base
 
@@ -19,6 +20,7 @@ __all__ = [
     "monitoring",
     "notify",
     "orders",
+    "payments",
     "security",
 ]
 
