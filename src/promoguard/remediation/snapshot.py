@@ -1,0 +1,208 @@
+"""An order's pricing snapshot, rebuilt from what checkout stored, as the engine's inputs.
+
+Checkout records, per order: the lines in cart order (SKU, category, tags, quantity, unit price,
+floor price) with what each was charged, the customer facts it was priced with (member tier,
+first-order eligibility, group places, the coupons held, flash-sale units used, and the rules
+left out as unavailable — rollout, stock, budget or limits), the pricing instant, the live
+rules' stamp (on the quote) and one row per discount given. That is exactly what
+:meth:`~promoguard.promotions.engine.RuleSet.quote` read, so pricing the snapshot again under
+the rules live then gives back the recorded discounts, to the minor unit.
+
+Everything is read as plain row tuples in a few set-based queries per batch (no ORM objects),
+and the engine's inputs are built with ``model_construct``: the values were validated at
+checkout, and validating a hundred thousand carts again would cost more than pricing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promoguard.orders.models import Order, OrderDiscountRow, OrderLine, QuoteRecord
+from promoguard.promotions.model import Cart, CartLine, Customer
+
+__all__ = [
+    "LineRecord",
+    "OrderRecord",
+    "PricingSnapshot",
+    "cart_of",
+    "customer_of",
+    "load_snapshot",
+    "load_snapshots",
+]
+
+
+class OrderRecord(NamedTuple):
+    """The order's head as checkout stored it."""
+
+    id: str
+    customer_id: str
+    status: str
+    currency: str
+    priced_at: datetime
+    total: int
+    refunded_total: int
+    facts: dict[str, Any]
+    """``orders.customer_facts``: what the customer was priced as."""
+    stamp: int | None
+    """The live rules' stamp the order was priced under (from its quote)."""
+
+
+class LineRecord(NamedTuple):
+    """One order line as checkout stored it."""
+
+    sku: str
+    category: str
+    tags: tuple[str, ...]
+    quantity: int
+    unit_price: int
+    floor_price: int | None
+    final_amount: int
+    refunded_quantity: int
+    refunded_amount: int
+
+
+Discount = tuple[str, int, int]
+"""(rule id, rule version, amount) of one discount the order got."""
+
+
+class PricingSnapshot(NamedTuple):
+    """An order with everything needed to price it again."""
+
+    order: OrderRecord
+    lines: tuple[LineRecord, ...]
+    discounts: tuple[Discount, ...]
+    cart: Cart
+    customer: Customer
+
+
+def cart_of(currency: str, lines: Sequence[LineRecord]) -> Cart:
+    """The cart the order was priced from, lines in cart order."""
+    return Cart.model_construct(
+        currency=currency,
+        lines=tuple(
+            CartLine.model_construct(
+                sku=ln.sku,
+                category=ln.category,
+                tags=frozenset(ln.tags),
+                unit_price=ln.unit_price,
+                quantity=ln.quantity,
+                floor_price=ln.floor_price,
+            )
+            for ln in lines
+        ),
+    )
+
+
+def customer_of(facts: Mapping[str, Any], *, member_tier: str | None = None) -> Customer:
+    """The customer facts the order was priced with (``member_tier`` replaces the recorded
+    tier when given: a degraded quote priced without one)."""
+    return Customer.model_construct(
+        id=facts["id"],
+        member_tier=member_tier if member_tier is not None else facts.get("member_tier"),
+        first_order=bool(facts.get("first_order", False)),
+        groups=frozenset(facts.get("groups") or ()),
+        coupons=frozenset(facts.get("coupons") or ()),
+        flash_sale_used=dict(facts.get("flash_sale_used") or {}),
+        unavailable=dict(facts.get("unavailable") or {}),
+    )
+
+
+_HEAD = (
+    Order.id,
+    Order.customer_id,
+    Order.status,
+    Order.currency,
+    Order.priced_at,
+    Order.total,
+    Order.refunded_total,
+    Order.customer_facts,
+    QuoteRecord.rules_stamp,
+)
+_LINE = (
+    OrderLine.order_id,
+    OrderLine.sku,
+    OrderLine.category,
+    OrderLine.tags,
+    OrderLine.quantity,
+    OrderLine.unit_price,
+    OrderLine.floor_price,
+    OrderLine.final_amount,
+    OrderLine.refunded_quantity,
+    OrderLine.refunded_amount,
+)
+
+
+async def load_snapshots(
+    session: AsyncSession,
+    order_ids: Sequence[str],
+    *,
+    member_tiers: Mapping[str, str] | None = None,
+) -> list[PricingSnapshot]:
+    """Snapshots of these orders (three queries), in the order of ``order_ids``; ids with no
+    order are left out.
+
+    Args:
+        session: a read session.
+        order_ids: the orders (a batch: a few thousand at most per call).
+        member_tiers: customer id -> tier to price with instead of the recorded one.
+    """
+    if not order_ids:
+        return []
+    ids = list(order_ids)
+    heads = await session.execute(
+        select(*_HEAD)
+        .outerjoin(QuoteRecord, QuoteRecord.id == Order.quote_id)
+        .where(Order.id.in_(ids))
+    )
+    by_id = {row[0]: OrderRecord(*row) for row in heads.all()}
+    lines: dict[str, list[LineRecord]] = {order_id: [] for order_id in by_id}
+    rows = await session.execute(
+        select(*_LINE)
+        .where(OrderLine.order_id.in_(ids))
+        .order_by(OrderLine.order_id, OrderLine.position)
+    )
+    for order_id, sku, cat, tags, qty, unit, floor, final, rq, ra in rows.all():
+        lines[order_id].append(
+            LineRecord(sku, cat, tuple(tags or ()), qty, unit, floor, final, rq, ra)
+        )
+    discounts: dict[str, list[Discount]] = {order_id: [] for order_id in by_id}
+    found = await session.execute(
+        select(
+            OrderDiscountRow.order_id,
+            OrderDiscountRow.rule_id,
+            OrderDiscountRow.rule_version,
+            OrderDiscountRow.amount,
+        )
+        .where(OrderDiscountRow.order_id.in_(ids))
+        .order_by(OrderDiscountRow.id)
+    )
+    for order_id, rule_id, version, amount in found.all():
+        discounts[order_id].append((rule_id, version, amount))
+    tiers = member_tiers or {}
+    snapshots = []
+    for order_id in ids:
+        head = by_id.get(order_id)
+        if head is None:
+            continue
+        own = lines[order_id]
+        snapshots.append(
+            PricingSnapshot(
+                head,
+                tuple(own),
+                tuple(discounts[order_id]),
+                cart_of(head.currency, own),
+                customer_of(head.facts, member_tier=tiers.get(head.customer_id)),
+            )
+        )
+    return snapshots
+
+
+async def load_snapshot(session: AsyncSession, order_id: str) -> PricingSnapshot | None:
+    """One order's snapshot, or None when there is no such order."""
+    found = await load_snapshots(session, [order_id])
+    return found[0] if found else None
