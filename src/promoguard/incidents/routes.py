@@ -108,7 +108,9 @@ class CustomerIn(_In):
 
     order_id: str = Field(min_length=1, max_length=64)
     locale: Literal["zh", "en"] = "zh"
-    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str | None = Field(
+        default=None, max_length=254, pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$"
+    )
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 -]{5,31}$")
     device: str | None = Field(default=None, max_length=256, description="app-push token")
 
