@@ -40,6 +40,7 @@ from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
 from promoguard.monitoring.alert_rules import AlertRule, default_rules, load_rules
 from promoguard.monitoring.bus import RedisBus
 from promoguard.monitoring.routes import router as alerts_router
+from promoguard.monitoring.routes import traffic_router
 from promoguard.monitoring.telemetry import Telemetry
 from promoguard.monitoring.watch import Watch
 from promoguard.notify.service import Notifications
@@ -241,6 +242,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(coupons_router)
     app.include_router(audit_router)
     app.include_router(alerts_router)
+    app.include_router(traffic_router)
     app.include_router(incidents_router)
 
 

@@ -101,3 +101,25 @@ def test_the_metrics_count_requests_quotes_orders_and_claims(watched: TestClient
     text = watched.get("/metrics").text
     assert 'promoguard_campaign_orders_total{campaign="mj",version="1"} 3.0' in text
     assert 'route="/v1/quotes"' in text
+
+
+def test_each_campaign_versions_traffic_per_minute_is_summed_in_the_store(settings: Settings):
+    """Two workers (apps) flush their own orders; the stored minute is the sum of both."""
+    slow = settings.model_copy(update={"monitor_interval_seconds": 3600})
+    with signed_client(slow) as a, signed_client(slow) as b:
+        assert a.put("/v1/catalogue", json=CATALOGUE).status_code == 200
+        live(a, threshold(spend=20000, off=2000))
+        buy(a, 3, "on-a")
+        buy(b, 2, "on-b")
+        tick(a)
+        tick(b)
+        buy(a, 1, "again")  # a later flush adds to the same minute
+        watch = a.app.state.services.watch  # type: ignore[attr-defined]
+        a.portal.call(watch.tick)  # type: ignore[union-attr]
+        a.portal.call(watch.flush_traffic)  # type: ignore[union-attr]
+        rows = a.get("/v1/campaigns/mj/traffic", params={"minutes": 10}).json()
+    assert sum(r["orders"] for r in rows) == 6
+    assert sum(r["discount"] for r in rows) == 6 * 2000
+    assert sum(r["list_total"] for r in rows) == 6 * 30000
+    assert {r["version"] for r in rows} == {1}
+    assert all(r["rate_bps"] == 666 for r in rows)  # 20 of 300 yuan, rounded down

@@ -44,6 +44,7 @@ from promoguard.monitoring.bus import LocalBus, SignalBus
 from promoguard.monitoring.detectors import Alert, Monitor
 from promoguard.monitoring.models import AlertRecord
 from promoguard.monitoring.signals import Signal
+from promoguard.monitoring.traffic import TrafficSums
 from promoguard.store.db import Database
 
 __all__ = ["IncidentSink", "LogNotifier", "Notifier", "RequestedIncidents", "Watch"]
@@ -103,6 +104,7 @@ class Watch:
         notifier: Notifier | None = None,
         incidents: IncidentSink | None = None,
         bus: SignalBus | None = None,
+        traffic_flush_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -111,6 +113,11 @@ class Watch:
         self._cooldowns = {rule.name: float(rule.cooldown_seconds) for rule in rules}
         self.bus: SignalBus = bus or LocalBus()
         self._bus_failures = FailureLog(log, "sharing monitoring signals")
+        self.traffic = TrafficSums()
+        """This worker's own orders per campaign version and minute, flushed to the store."""
+        self._traffic_every = traffic_flush_seconds
+        self._traffic_at = float("-inf")
+        self._traffic_failures = FailureLog(log, "flushing campaign traffic")
         self._interval = interval
         self._buffer: deque[Signal] = deque(maxlen=buffer_size)
         self._size = buffer_size
@@ -147,6 +154,8 @@ class Watch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self.traffic.add([self._buffer.popleft() for _ in range(len(self._buffer))])
+            await self.flush_traffic()
 
     async def _run(self) -> None:
         failures = FailureLog(log, "monitoring")
@@ -165,6 +174,7 @@ class Watch:
         await self._refresh_profiles()
         buffer = self._buffer
         batch = [buffer.popleft() for _ in range(len(buffer))]
+        self.traffic.add(batch)
         try:
             signals = await self.bus.exchange(batch)
         except Exception as exc:  # Redis down: watch this worker's own traffic meanwhile
@@ -179,7 +189,23 @@ class Watch:
         for alert in alerts:
             if await self._mine(alert):
                 await self._act(alert)
+        if self._clock() - self._traffic_at >= self._traffic_every:
+            await self.flush_traffic()
         return alerts
+
+    async def flush_traffic(self) -> None:
+        """Add this worker's per-minute sums to the store (kept for the next try on failure)."""
+        self._traffic_at = self._clock()
+        if not len(self.traffic):
+            return
+        try:
+            async with self._db.write() as session:
+                await self.traffic.flush(session)
+        except Exception as exc:
+            self._traffic_failures.failed(exc)
+        else:
+            self.traffic.flushed()
+            self._traffic_failures.succeeded()
 
     async def _mine(self, alert: Alert) -> bool:
         """Whether this worker acts on the alert (with a shared bus, one worker does)."""

@@ -1,0 +1,120 @@
+"""Each campaign version's traffic per minute, in the store: what the dashboard charts and what
+an incident's numbers can be checked against.
+
+Every worker's watch adds the orders *it* served (not the ones it hears of on the Redis stream,
+so nothing is counted twice) into in-memory sums per ``(campaign, version, minute)`` and flushes
+them about once a second with one upsert that adds to the stored row (``INSERT … ON CONFLICT DO
+UPDATE SET orders = orders + excluded.orders``, on SQLite and PostgreSQL alike), so the rows are
+the sums over all workers. A flush that fails keeps its sums for the next one; at most
+``max_keys`` sums are held (the oldest minutes go first, counted in :attr:`TrafficSums.dropped`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promoguard.monitoring.models import CampaignTraffic
+from promoguard.monitoring.signals import OrderSignal, Signal
+
+__all__ = ["Minute", "TrafficSums", "series"]
+
+Key = tuple[str, int, int]
+"""``(campaign_id, version, unix minute)``."""
+
+
+@dataclass(slots=True)
+class Minute:
+    """One version's sums in one minute."""
+
+    orders: int = 0
+    list_total: int = 0
+    discount: int = 0
+
+
+class TrafficSums:
+    """Per-minute sums of a worker's own orders, waiting to be flushed."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._sums: dict[Key, Minute] = {}
+        self._max = max_keys
+        self.dropped = 0
+
+    def add(self, signals: Iterable[Signal]) -> None:
+        """Count the orders among ``signals`` for each campaign version that discounted them."""
+        sums = self._sums
+        for signal in signals:
+            if not isinstance(signal, OrderSignal) or not signal.discounts:
+                continue
+            minute = int(signal.at // 60)
+            for campaign_id, version, amount in signal.discounts:
+                key = (campaign_id, version, minute)
+                entry = sums.get(key)
+                if entry is None:
+                    if len(sums) >= self._max:
+                        del sums[min(sums, key=lambda k: k[2])]
+                        self.dropped += 1
+                    entry = sums[key] = Minute()
+                entry.orders += 1
+                entry.list_total += signal.list_total
+                entry.discount += amount
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    async def flush(self, session: AsyncSession) -> int:
+        """Add the sums to the stored rows (in the caller's transaction); returns the rows
+        written. The sums are cleared only by :meth:`flushed` once that transaction committed."""
+        if not self._sums:
+            return 0
+        rows = [
+            {
+                "campaign_id": campaign_id,
+                "version": version,
+                "minute": datetime.fromtimestamp(minute * 60, UTC),
+                "orders": m.orders,
+                "list_total": m.list_total,
+                "discount": m.discount,
+            }
+            for (campaign_id, version, minute), m in sorted(self._sums.items())
+        ]
+        dialect = session.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(CampaignTraffic).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=["campaign_id", "version", "minute"],
+            set_={
+                "orders": CampaignTraffic.orders + statement.excluded.orders,
+                "list_total": CampaignTraffic.list_total + statement.excluded.list_total,
+                "discount": CampaignTraffic.discount + statement.excluded.discount,
+            },
+        )
+        await session.execute(statement)
+        return len(rows)
+
+    def flushed(self) -> None:
+        """Forget the sums a committed :meth:`flush` wrote."""
+        self._sums.clear()
+
+
+async def series(
+    session: AsyncSession, campaign_id: str, *, since: datetime
+) -> list[CampaignTraffic]:
+    """A campaign's stored minutes from ``since`` on, oldest first (every version)."""
+    rows = await session.scalars(
+        select(CampaignTraffic)
+        .where(CampaignTraffic.campaign_id == campaign_id, CampaignTraffic.minute >= since)
+        .order_by(CampaignTraffic.minute, CampaignTraffic.version)
+    )
+    return list(rows.all())
+
+
+def window(minutes: int, now: datetime | None = None) -> datetime:
+    """The start of the last ``minutes`` minutes."""
+    return (now or datetime.now(UTC)) - timedelta(minutes=minutes)
