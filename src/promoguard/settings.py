@@ -195,6 +195,39 @@ class Settings(BaseSettings):
     notify_interval_seconds: float = Field(
         default=1, gt=0, le=300, description="how often a worker looks for due notifications"
     )
+    payment_provider_url: str | None = Field(
+        default=None,
+        description="base URL of the payment provider (e.g. the simulator started by "
+        "`promoguard payment-provider`, http://127.0.0.1:8092); unset: payouts cannot be paid",
+    )
+    payment_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="how long one call to the payment provider may take"
+    )
+    payment_max_attempts: int = Field(
+        default=6, ge=1, le=50, description="refund requests per payout before it is failed"
+    )
+    payment_backoff_base_seconds: float = Field(
+        default=2,
+        gt=0,
+        le=3600,
+        description="wait after a payout's first failed attempt; doubles after each further one",
+    )
+    payment_backoff_max_seconds: float = Field(
+        default=600, gt=0, le=86_400, description="longest wait between two payout attempts"
+    )
+    payment_claim_timeout_seconds: float = Field(
+        default=120,
+        gt=0,
+        le=86_400,
+        description="how long a worker keeps a payout it is paying before another may take it "
+        "over (longer than a provider call)",
+    )
+    payment_poll_seconds: float = Field(
+        default=30, gt=0, le=86_400, description="how often a pending refund is looked up again"
+    )
+    payment_concurrency: int = Field(
+        default=16, ge=1, le=256, description="provider calls one payment worker makes at once"
+    )
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:
