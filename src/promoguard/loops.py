@@ -1,10 +1,14 @@
-"""Background loops (sweeper, scheduler, monitoring) report failures without flooding the log."""
+"""Background loops (sweeper, scheduler, monitoring, incidents, notifications): a periodic task
+that survives its failures, and a log of those failures that does not flood."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
-__all__ = ["FailureLog"]
+__all__ = ["FailureLog", "Periodic"]
 
 
 class FailureLog:
@@ -36,3 +40,59 @@ class FailureLog:
         if self._streak:
             self._log.info("%s works again after %d failure(s)", self._what, self._streak)
             self._streak = 0
+
+
+class Periodic:
+    """Run ``step`` every ``interval`` seconds in a background task, until :meth:`stop`.
+
+    Failures are logged through a :class:`FailureLog` and never end the loop. :meth:`wake`
+    runs the next step now instead of at the end of the interval.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[], Awaitable[object]],
+        interval: float,
+        *,
+        log: logging.Logger,
+        what: str,
+    ) -> None:
+        self._step = step
+        self._interval = interval
+        self._failures = FailureLog(log, what)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop has been started and not stopped."""
+        return self._task is not None
+
+    def wake(self) -> None:
+        """Run the next step now."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the loop (again after :meth:`stop`); a no-op when it runs."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop (a step under way is cancelled)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self._step()
+            except Exception as exc:
+                self._failures.failed(exc)
+            else:
+                self._failures.succeeded()

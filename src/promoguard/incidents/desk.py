@@ -16,8 +16,6 @@ inside the same transaction, so a notice is queued exactly when the change lands
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promoguard.incidents import service
 from promoguard.incidents.grading import IncidentPolicy
 from promoguard.incidents.models import Incident, IncidentEvent, Severity
-from promoguard.loops import FailureLog
+from promoguard.loops import Periodic
 from promoguard.monitoring.detectors import Alert
 from promoguard.store.db import Database
 
@@ -63,9 +61,8 @@ class IncidentDesk:
         self._db = db
         self.policy = policy
         self.announce: Announce = announce or _silent
-        self._interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.tick, interval, log=log, what="incident clock")
 
     async def open(self, alert: Alert) -> str:
         """Open or join the incident for ``alert``; returns what happened, for the alert's
@@ -156,24 +153,8 @@ class IncidentDesk:
 
     async def start(self) -> None:
         """Run :meth:`tick` every ``interval`` seconds until :meth:`stop`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
+        await self._loop.start()
 
     async def stop(self) -> None:
         """Stop the clock."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        failures = FailureLog(log, "incident clock")
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.tick()
-            except Exception as exc:
-                failures.failed(exc)
-            else:
-                failures.succeeded()
+        await self._loop.stop()

@@ -23,8 +23,6 @@ fair sample of it; count thresholds apply to each worker's share).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -37,7 +35,7 @@ from promoguard import audit
 from promoguard.campaigns import service as campaigns
 from promoguard.campaigns.live import LiveRules
 from promoguard.campaigns.models import Campaign, CampaignStatus, CampaignVersion
-from promoguard.loops import FailureLog
+from promoguard.loops import FailureLog, Periodic
 from promoguard.metrics import ServiceMetrics
 from promoguard.monitoring.alert_rules import Action, AlertRule
 from promoguard.monitoring.bus import LocalBus, SignalBus
@@ -118,7 +116,6 @@ class Watch:
         self._traffic_every = traffic_flush_seconds
         self._traffic_at = float("-inf")
         self._traffic_failures = FailureLog(log, "flushing campaign traffic")
-        self._interval = interval
         self._buffer: deque[Signal] = deque(maxlen=buffer_size)
         self._size = buffer_size
         self.dropped = 0
@@ -128,7 +125,7 @@ class Watch:
         self.incidents: IncidentSink = incidents or RequestedIncidents()
         self._clock = clock
         self._stamp: int | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.tick, interval, log=log, what="monitoring")
         self.fired: list[Alert] = []
         """Every alert this worker raised (tests read it)."""
 
@@ -140,33 +137,19 @@ class Watch:
 
     async def start(self) -> None:
         """Evaluate every ``interval`` seconds until :meth:`stop`."""
-        if self._task is None:
+        if not self._loop.running:
             try:
                 await self.bus.start()
             except Exception:  # Redis down: the first exchange that reaches it starts the bus
                 log.warning("monitoring: cannot start the signal bus", exc_info=True)
-            self._task = asyncio.create_task(self._run())
+            await self._loop.start()
 
     async def stop(self) -> None:
-        """Stop evaluating."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop evaluating, and flush the traffic sums one last time."""
+        if self._loop.running:
+            await self._loop.stop()
             self.traffic.add([self._buffer.popleft() for _ in range(len(self._buffer))])
             await self.flush_traffic()
-
-    async def _run(self) -> None:
-        failures = FailureLog(log, "monitoring")
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.tick()
-            except Exception as exc:
-                failures.failed(exc)
-            else:
-                failures.succeeded()
 
     async def tick(self) -> list[Alert]:
         """Drain the buffer through the bus into the detectors, evaluate, act on the new alerts

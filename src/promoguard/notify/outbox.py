@@ -15,7 +15,6 @@ the delivery ``dead``. An operator lists dead letters and puts one back to pendi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
@@ -28,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.errors import ConflictError, NotFoundError
-from promoguard.loops import FailureLog
+from promoguard.loops import Periodic
 from promoguard.notify.channels import Channel
 from promoguard.notify.models import Delivery, DeliveryStatus
 from promoguard.store.db import Database, upsert_insert, utcnow
@@ -233,10 +232,8 @@ class Dispatcher:
         self._batch_size = batch_size
         self._claim_timeout = claim_timeout
         self._send_timeout = send_timeout
-        self._interval = interval
         self._rng = rng or random.Random()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self._drain, interval, log=log, what="notification dispatch")
 
     async def run_once(self) -> DispatchReport:
         """Claim the due deliveries (one batch), send them concurrently, record the outcomes."""
@@ -264,35 +261,20 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Make the loop look for due deliveries now rather than at its next interval."""
-        self._wake.set()
+        self._loop.wake()
 
     async def start(self) -> None:
         """Deliver in the background until :meth:`stop`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
+        await self._loop.start()
 
     async def stop(self) -> None:
         """Stop delivering (a send under way is cancelled; its claim lapses and it is retried)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        failures = FailureLog(log, "notification dispatch")
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            try:
-                report = await self.run_once()
-                while report.claimed == self._batch_size:  # a backlog: keep going
-                    report = await self.run_once()
-            except Exception as exc:
-                failures.failed(exc)
-            else:
-                failures.succeeded()
+    async def _drain(self) -> None:
+        report = await self.run_once()
+        while report.claimed == self._batch_size:  # a backlog: keep going
+            report = await self.run_once()
 
     async def _claim(self, now: datetime) -> list[Delivery]:
         query = (
