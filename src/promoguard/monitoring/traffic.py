@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.monitoring.models import CampaignTraffic
 from promoguard.monitoring.signals import OrderSignal, Signal
+from promoguard.store.db import upsert_insert
 
 __all__ = ["Minute", "TrafficSums", "series"]
 
@@ -84,9 +83,7 @@ class TrafficSums:
             }
             for (campaign_id, version, minute), m in sorted(self._sums.items())
         ]
-        dialect = session.get_bind().dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(CampaignTraffic).values(rows)
+        statement = upsert_insert(session)(CampaignTraffic).values(rows)
         statement = statement.on_conflict_do_update(
             index_elements=["campaign_id", "version", "minute"],
             set_={
