@@ -8,6 +8,7 @@ from promoguard.monitoring import models as monitoring
 from promoguard.notify import models as notify
 from promoguard.orders import models as orders
 from promoguard.payments import models as payments
+from promoguard.plans import models as plans
 from promoguard.security import models as security
 from promoguard.store.db import Base
 
@@ -21,6 +22,7 @@ __all__ = [
     "notify",
     "orders",
     "payments",
+    "plans",
     "security",
 ]
 
