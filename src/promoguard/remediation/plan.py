@@ -38,7 +38,12 @@ from promoguard.remediation.classify import (
 )
 from promoguard.remediation.corrected import CorrectedRules, Version, load_corrected
 from promoguard.remediation.policy import RemediationPolicy, SeverityPolicy
-from promoguard.remediation.snapshot import PricingSnapshot, customer_of, load_snapshots
+from promoguard.remediation.snapshot import (
+    LineCache,
+    PricingSnapshot,
+    customer_of,
+    load_snapshots,
+)
 
 __all__ = [
     "CouponGrant",
@@ -55,7 +60,7 @@ __all__ = [
 Progress = Callable[[int, int], None]
 """Called with (orders done, orders in all) after every batch."""
 
-BATCH = 2000
+BATCH = 5000
 
 
 def cause_of(incident_id: int, klass: str) -> str:
@@ -351,11 +356,12 @@ async def _items(
     sold_out = set(oversold)
     rules, severity_policy = setup.rules, setup.policy
     done = 0
+    cache: LineCache = {}
     if progress is not None:
         progress(0, total)
     for start in range(0, total, batch_size):
         ids = [a.order_id for a in affected[start : start + batch_size]]
-        snapshots = await load_snapshots(session, ids)
+        snapshots = await load_snapshots(session, ids, cache=cache)
         if member_tiers and degraded:
             snapshots = [_true_tier(s, member_tiers, degraded) for s in snapshots]
         batch = [

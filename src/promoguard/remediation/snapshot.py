@@ -9,8 +9,9 @@ rules' stamp (on the quote) and one row per discount given. That is exactly what
 the rules live then gives back the recorded discounts, to the minor unit.
 
 Everything is read as plain row tuples in a few set-based queries per batch (no ORM objects),
-and the engine's inputs are built with ``model_construct``: the values were validated at
-checkout, and validating a hundred thousand carts again would cost more than pricing them.
+and the engine's inputs are built by their validating constructors (pydantic-core validates
+these small models faster than ``model_construct`` skips it), so a snapshot is checked like any
+cart.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from orjson import loads
+from sqlalchemy import String, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.orders.models import Order, OrderDiscountRow, OrderLine, QuoteRecord
 from promoguard.promotions.model import Cart, CartLine, Customer
 
 __all__ = [
+    "LineCache",
     "LineRecord",
     "OrderRecord",
     "PricingSnapshot",
@@ -80,28 +83,46 @@ class PricingSnapshot(NamedTuple):
     customer: Customer
 
 
-def cart_of(currency: str, lines: Sequence[LineRecord]) -> Cart:
-    """The cart the order was priced from, lines in cart order."""
+LineCache = dict[tuple[Any, ...], CartLine]
+"""Cart lines already built, by what they are made of: many orders share lines (the same SKU at
+the same price and quantity), and a cart line is immutable."""
+
+_LINE_CACHE_MAX = 100_000
+
+
+def _cart_line(ln: LineRecord, cache: LineCache | None) -> CartLine:
+    key = ln[:6]
+    if cache is not None and (found := cache.get(key)) is not None:
+        return found
+    line = CartLine(
+        sku=ln.sku,
+        category=ln.category,
+        tags=frozenset(ln.tags),
+        unit_price=ln.unit_price,
+        quantity=ln.quantity,
+        floor_price=ln.floor_price,
+    )
+    if cache is not None:
+        if len(cache) >= _LINE_CACHE_MAX:
+            cache.clear()
+        cache[key] = line
+    return line
+
+
+def cart_of(currency: str, lines: Sequence[LineRecord], cache: LineCache | None = None) -> Cart:
+    """The cart the order was priced from, lines in cart order (``cache``: lines built before,
+    shared by the orders of one plan)."""
+    # The lines are validated one by one above; the cart's own check (one line per SKU) held when
+    # checkout took it, and the stored lines are the same lines, so it is not run again.
     return Cart.model_construct(
-        currency=currency,
-        lines=tuple(
-            CartLine.model_construct(
-                sku=ln.sku,
-                category=ln.category,
-                tags=frozenset(ln.tags),
-                unit_price=ln.unit_price,
-                quantity=ln.quantity,
-                floor_price=ln.floor_price,
-            )
-            for ln in lines
-        ),
+        currency=currency, lines=tuple([_cart_line(ln, cache) for ln in lines])
     )
 
 
 def customer_of(facts: Mapping[str, Any], *, member_tier: str | None = None) -> Customer:
     """The customer facts the order was priced with (``member_tier`` replaces the recorded
     tier when given: a degraded quote priced without one)."""
-    return Customer.model_construct(
+    return Customer(
         id=facts["id"],
         member_tier=member_tier if member_tier is not None else facts.get("member_tier"),
         first_order=bool(facts.get("first_order", False)),
@@ -120,14 +141,14 @@ _HEAD = (
     Order.priced_at,
     Order.total,
     Order.refunded_total,
-    Order.customer_facts,
+    cast(Order.customer_facts, String),
     QuoteRecord.rules_stamp,
 )
 _LINE = (
     OrderLine.order_id,
     OrderLine.sku,
     OrderLine.category,
-    OrderLine.tags,
+    cast(OrderLine.tags, String),
     OrderLine.quantity,
     OrderLine.unit_price,
     OrderLine.floor_price,
@@ -142,6 +163,7 @@ async def load_snapshots(
     order_ids: Sequence[str],
     *,
     member_tiers: Mapping[str, str] | None = None,
+    cache: LineCache | None = None,
 ) -> list[PricingSnapshot]:
     """Snapshots of these orders (three queries), in the order of ``order_ids``; ids with no
     order are left out.
@@ -150,28 +172,32 @@ async def load_snapshots(
         session: a read session.
         order_ids: the orders (a batch: a few thousand at most per call).
         member_tiers: customer id -> tier to price with instead of the recorded one.
+        cache: cart lines built for earlier batches of the same plan (filled as it goes).
     """
     if not order_ids:
         return []
     ids = list(order_ids)
-    heads = await session.execute(
+    # Core rows on the session's connection: no ORM result machinery per row.
+    conn = await session.connection()
+    heads = await conn.execute(
         select(*_HEAD)
         .outerjoin(QuoteRecord, QuoteRecord.id == Order.quote_id)
         .where(Order.id.in_(ids))
     )
-    by_id = {row[0]: OrderRecord(*row) for row in heads.all()}
+    # JSON columns come as text and are decoded here: orjson is several times quicker than the
+    # column type's json.loads, and an empty tag list (most lines) needs no decoding at all.
+    by_id = {row[0]: OrderRecord(*row[:7], loads(row[7]), row[8]) for row in heads.all()}
     lines: dict[str, list[LineRecord]] = {order_id: [] for order_id in by_id}
-    rows = await session.execute(
+    rows = await conn.execute(
         select(*_LINE)
         .where(OrderLine.order_id.in_(ids))
         .order_by(OrderLine.order_id, OrderLine.position)
     )
-    for order_id, sku, cat, tags, qty, unit, floor, final, rq, ra in rows.all():
-        lines[order_id].append(
-            LineRecord(sku, cat, tuple(tags or ()), qty, unit, floor, final, rq, ra)
-        )
+    for order_id, sku, cat, text, qty, unit, floor, final, rq, ra in rows.all():
+        tags: tuple[str, ...] = () if text == "[]" else tuple(loads(text))
+        lines[order_id].append(LineRecord(sku, cat, tags, qty, unit, floor, final, rq, ra))
     discounts: dict[str, list[Discount]] = {order_id: [] for order_id in by_id}
-    found = await session.execute(
+    found = await conn.execute(
         select(
             OrderDiscountRow.order_id,
             OrderDiscountRow.rule_id,
@@ -195,7 +221,7 @@ async def load_snapshots(
                 head,
                 tuple(own),
                 tuple(discounts[order_id]),
-                cart_of(head.currency, own),
+                cart_of(head.currency, own, cache),
                 customer_of(head.facts, member_tier=tiers.get(head.customer_id)),
             )
         )
