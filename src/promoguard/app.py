@@ -46,6 +46,7 @@ from promoguard.monitoring.watch import Watch
 from promoguard.notify.service import Notifications
 from promoguard.orders.routes import router as orders_router
 from promoguard.orders.service import Checkout
+from promoguard.plans.routes import router as plans_router
 from promoguard.promotions.engine import PricingPolicy
 from promoguard.security.guard import Guard
 from promoguard.security.keys import Role
@@ -244,6 +245,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(alerts_router)
     app.include_router(traffic_router)
     app.include_router(incidents_router)
+    app.include_router(plans_router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -24,6 +24,7 @@ from promoguard.incidents.commands import incident_app
 from promoguard.money import format_minor
 from promoguard.notify.commands import notify_app
 from promoguard.payments.commands import payment_provider_command, payments_app
+from promoguard.plans.commands import remediation_app, worker_command
 from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Quote
 from promoguard.promotions.rules import Rule, RuleSpecError, load_rules, rule_json_schema
@@ -461,6 +462,8 @@ app.add_typer(commands.campaigns_app, name="campaigns")
 app.add_typer(commands.catalogue_app, name="catalogue")
 app.add_typer(notify_app, name="notify")
 app.add_typer(incident_app, name="incident")
+app.add_typer(remediation_app, name="remediation")
+app.command("worker")(worker_command)
 app.command("payment-provider")(payment_provider_command)
 app.add_typer(payments_app, name="payments")
 

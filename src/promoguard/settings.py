@@ -122,6 +122,16 @@ class Settings(BaseSettings):
         description="JSON overriding the incident grading bars, clocks, on-call levels, time "
         "zone (see promoguard/incidents/grading.py; {} keeps the defaults)",
     )
+    queue_path: str = Field(
+        default="promoguard-queue.db",
+        description="the job queue's SQLite file when Redis is not configured (with Redis the "
+        "queue lives there)",
+    )
+    remediation_policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON overriding the remediation policy per severity (see "
+        "promoguard/remediation/policy.py; {} keeps the defaults)",
+    )
     incident_check_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="how often deadlines and impact are checked"
     )
@@ -248,4 +258,11 @@ class Settings(BaseSettings):
         from promoguard.incidents.grading import IncidentPolicy  # noqa: PLC0415 (no cycle)
 
         IncidentPolicy.model_validate(self.incident_policy)
+        return self
+
+    @model_validator(mode="after")
+    def _remediation_policy_is_valid(self) -> Self:
+        from promoguard.remediation.policy import RemediationPolicy  # noqa: PLC0415 (no cycle)
+
+        RemediationPolicy.model_validate(self.remediation_policy)
         return self
