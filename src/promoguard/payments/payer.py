@@ -404,7 +404,9 @@ class Payer:
             due = await self._next_due(payout_ids)
             if due is None or not wait:
                 return report
-            await self._sleep(max(0.0, (due - self._clock()).total_seconds()))
+            # Capped: the earliest due time may be another worker's lease, which ends early
+            # when that worker records its outcome; looking again soon costs one query.
+            await self._sleep(min(1.0, max(0.0, (due - self._clock()).total_seconds())))
 
     async def run_once(self, payout_ids: Sequence[int] | None = None) -> PayReport:
         """One round: claim due payouts (of ``payout_ids`` if given), call, record."""
