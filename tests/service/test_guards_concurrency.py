@@ -14,11 +14,13 @@ test_security and test_concurrency, and here it would only make the race slower.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,8 +35,9 @@ from tests.service.test_concurrency import BARRIER_TIMEOUT, count, tally
 
 from promoguard.app import create_app
 from promoguard.orders.guards import customer_key
+from promoguard.remediation.affected import find_affected
 from promoguard.settings import Settings
-from promoguard.store.db import sync_url
+from promoguard.store.db import Database, sync_url
 
 PROCESSES = 8
 """Worker processes racing (a pool of its own, kept for the module)."""
@@ -94,6 +97,23 @@ def scalar(settings: Settings, sql: str, **params: Any) -> Any:
             return conn.execute(sa.text(sql), params).scalar_one()
     finally:
         engine.dispose()
+
+
+def affected_degraded(settings: Settings) -> set[str]:
+    """The orders remediation finds as degraded (no faulty version: degraded quotes only)."""
+
+    async def find() -> set[str]:
+        db = Database(settings.database_url)
+        try:
+            async with db.read() as session:
+                found = await find_affected(
+                    session, versions=[], start=datetime(2000, 1, 1, tzinfo=UTC), end=None
+                )
+        finally:
+            await db.dispose()
+        return {a.order_id for a in found if a.degraded}
+
+    return asyncio.run(find())
 
 
 def level(settings: Settings, key: str) -> int:
@@ -617,3 +637,12 @@ def test_quotes_keep_answering_without_the_member_price_once_the_tier_service_is
             placed = order(client, after[-1]["quote_token"], "tier-down")
             assert placed.status_code == 201, placed.text
             assert (placed.json()["total"], placed.json()["discounts"]) == (10000, [])
+            # The order keeps what its quote left out, and remediation finds it as degraded.
+            stored = scalar(
+                settings,
+                "SELECT q.quote FROM quotes q JOIN orders o ON o.quote_id = q.id WHERE o.id = :o",
+                o=placed.json()["id"],
+            )
+            stored = stored if isinstance(stored, dict) else json.loads(stored)
+            assert (stored["degraded"], stored["asserted_tier"]) == (["member_tiers"], "gold")
+            assert affected_degraded(tiered) == {placed.json()["id"]}

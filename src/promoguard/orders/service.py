@@ -128,6 +128,16 @@ async def _held_coupons(session: AsyncSession, customer_id: str, wanted: list[st
     return held
 
 
+def _stored_quote(priced: Priced, request: QuoteRequest) -> dict[str, Any]:
+    """The quote as an order keeps it; a degraded one also keeps what was left out and the
+    tier the customer claimed, so remediation can find it and price it as intended."""
+    stored = priced.quote.as_dict()
+    if priced.degraded:
+        stored["degraded"] = list(priced.degraded)
+        stored["asserted_tier"] = request.customer.member_tier
+    return stored
+
+
 def _quote_view(
     priced: Priced, quote_id: str, token: str, now: datetime, exp: datetime
 ) -> dict[str, Any]:
@@ -311,7 +321,7 @@ class Checkout:
         self.telemetry.quoted(priced.quote, bool(degraded))
         quote_id = str(uuid.uuid4())
         exp = now + self._ttl
-        claims = {
+        claims: dict[str, Any] = {
             "qid": quote_id,
             "req": request.model_dump(mode="json"),
             "tier": tier,
@@ -320,6 +330,8 @@ class Checkout:
             "iat": now.isoformat(),
             "exp": int(exp.timestamp()),
         }
+        if degraded:  # signed with the rest: the order keeps it for remediation
+            claims["deg"] = list(degraded)
         token = tokens.sign(claims, self._secret)
         view = _quote_view(priced, quote_id, token, now, exp)
         if self._inventory is not None:
@@ -574,7 +586,15 @@ class Checkout:
                 quote=quote,
                 now=now,
             )
-        priced = Priced(quote, customer, stamp, ruleset, identity, buckets=buckets)
+        priced = Priced(
+            quote,
+            customer,
+            stamp,
+            ruleset,
+            identity,
+            buckets=buckets,
+            degraded=tuple(claims.get("deg", ())),
+        )
         if quote.total != claims["total"]:
             raise ConflictError(
                 "quote_changed",
@@ -656,7 +676,7 @@ class Checkout:
                 rules_stamp=priced.stamp,
                 issued_at=datetime.fromisoformat(claims["iat"]),
                 expires_at=datetime.fromtimestamp(claims["exp"], now.tzinfo),
-                quote=quote.as_dict(),
+                quote=_stored_quote(priced, request),
             )
         )
         head = {
