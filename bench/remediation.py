@@ -15,9 +15,11 @@ Usage::
     .venv/bin/python bench/remediation.py --orders 20000   # quicker
     .venv/bin/python bench/remediation.py --profile        # cProfile of the planning
 
+Then ``--payouts`` (5,000; 0: all) of the plan's refunds are stored as a plan, approved and
+executed the way ``promoguard worker`` does (:func:`promoguard.plans.jobs.run_plan`) against a
+``promoguard payment-provider`` process (no faults), on all cores: payouts per second.
+
 The last line printed is one JSON object: ``{"plan_orders_per_s": ..., "payouts_per_s": ...}``.
-``payouts_per_s`` is filled by :data:`EXECUTE_PAYOUTS` once the execution side exists (None
-until then: this benchmark measures planning only).
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ import json
 import os
 import pstats
 import random
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from sqlalchemy import create_engine, insert, update
@@ -47,10 +52,13 @@ from promoguard.audit import AuditEntry
 from promoguard.campaigns.models import Campaign, CampaignVersion, RulesStamp
 from promoguard.incidents.models import Incident
 from promoguard.orders.models import Order, OrderDiscountRow, OrderLine, QuoteRecord
+from promoguard.plans import service as plans
+from promoguard.plans.jobs import run_plan
 from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Cart, CartLine, Customer, Quote
 from promoguard.promotions.rules import parse_rule
 from promoguard.remediation import PlanDraft, RemediationPolicy, build_plan
+from promoguard.settings import Settings
 from promoguard.store import migrate
 from promoguard.store.db import Database, sync_url
 
@@ -59,10 +67,6 @@ CHUNK = 5_000
 T0 = datetime(2026, 11, 11, 0, 0, tzinfo=UTC)
 TEMPLATES = 2_000
 """Distinct carts; orders reuse them with their own customers and ids."""
-
-EXECUTE_PAYOUTS: Callable[[Database, PlanDraft], Awaitable[float]] | None = None
-"""The execution side's hook: pay the plan against the simulated provider and return payouts
-per second. None until the payout engine exists; ``payouts_per_s`` is then null."""
 
 SPECS = {
     ("mj", 1): {
@@ -317,15 +321,75 @@ async def plan(url: str, console: Console) -> tuple[PlanDraft, float]:
         await db.dispose()
 
 
-async def payouts(url: str, draft: PlanDraft) -> float | None:
-    """Payouts per second from the execution side's hook, or None while there is none."""
-    if EXECUTE_PAYOUTS is None:
-        return None
+def _simulator(db_file: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A simulated payment provider process (no faults) on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    promoguard = str(Path(sys.executable).with_name("promoguard"))
+    process = subprocess.Popen(
+        [promoguard, "payment-provider", "--port", str(port), "--db", str(db_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).is_success:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    process.terminate()
+    raise RuntimeError("the simulated payment provider did not start")
+
+
+async def payouts(
+    url: str, draft: PlanDraft, limit: int, tmp: Path, console: Console
+) -> tuple[float | None, int]:
+    """Store the draft (its first ``limit`` refund items; 0: all), approve it and execute it
+    against a simulated provider process; returns payouts per second and how many were paid."""
+    refunds = [i for i in draft.items if i.refund > 0]
+    if not refunds:
+        return None, 0
+    chosen = refunds if limit <= 0 else refunds[:limit]
+    part = PlanDraft(
+        incident_id=draft.incident_id,
+        severity=draft.severity,
+        policy=draft.policy,
+        replacements=draft.replacements,
+    )
+    for item in chosen:
+        part.add(item)
     db = Database(url)
     try:
-        return await EXECUTE_PAYOUTS(db, draft)
+        async with db.write() as session:
+            plan = await plans.save_draft(session, part, actor="bench", now=datetime.now(UTC))
+            plan.status = "approved"
+            plan_id = plan.id
     finally:
         await db.dispose()
+    process, provider_url = _simulator(tmp / "provider.db")
+    settings = Settings(database_url=url, payment_provider_url=provider_url, payment_concurrency=64)
+    try:
+        with Progress(
+            "paying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as bar:
+            task = bar.add_task("pay", total=len(chosen))
+
+            def step(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            started = time.perf_counter()
+            done = await run_plan(
+                settings, plan_id, progress=step, payer_options={"concurrency": 64}
+            )
+            seconds = time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    paid = int(done["payouts"]["succeeded"])
+    return (paid / seconds if seconds else None), paid
 
 
 def main() -> None:
@@ -334,6 +398,12 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--database-url", help="an empty database (default: a temporary SQLite)")
     parser.add_argument("--profile", action="store_true", help="cProfile the planning")
+    parser.add_argument(
+        "--payouts",
+        type=int,
+        default=5_000,
+        help="refunds of the plan to execute against the simulated provider (0: all)",
+    )
     args = parser.parse_args()
     _pin_one_core()
     console = Console(stderr=True)
@@ -349,14 +419,19 @@ def main() -> None:
             stats = pstats.Stats(profiler, stream=None)
             stats.sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(30)
         per_second = len(draft.items) / seconds if seconds else 0.0
-        paid = asyncio.run(payouts(url, draft))
+        if hasattr(os, "sched_setaffinity"):  # execution: the service and provider share the cores
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        rate, count = asyncio.run(payouts(url, draft, args.payouts, Path(tmp), console))
     print(f"planned {len(draft.items):,} orders in {seconds:.2f} s: {per_second:,.0f} orders/s")
     print(f"  target {TARGET:,} orders/s: {'met' if per_second >= TARGET else 'MISSED'}")
     for klass, total in draft.by_class.items():
         if total.count:
             money = f"refund {total.refund:>14,}  coupons {total.coupons:>12,}"
             print(f"  {klass:<13} {total.count:>8,}  {money}")
-    print(json.dumps({"plan_orders_per_s": round(per_second), "payouts_per_s": paid}))
+    if rate is not None:
+        print(f"paid {count:,} refunds against the simulated provider: {rate:,.0f} payouts/s")
+    payouts_per_s = None if rate is None else round(rate)
+    print(json.dumps({"plan_orders_per_s": round(per_second), "payouts_per_s": payouts_per_s}))
 
 
 if __name__ == "__main__":
