@@ -126,3 +126,5 @@ def test_an_overcharging_version_is_remediated_end_to_end_and_each_refund_paid_o
     assert any("drafted" in k for k in kinds)
     assert any("approved" in k for k in kinds)
     assert any(f"plan {plan['id']} done" in k for k in kinds)
+    report = shop.get(f"/v1/incidents/{incident}/report").text
+    assert "| Refunds paid (remediation and claims) | ¥100.00 |" in report

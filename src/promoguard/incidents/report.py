@@ -1,9 +1,10 @@
 """The post-mortem: an incident's story and numbers as Markdown or HTML.
 
 :func:`gather` collects everything from the store — the incident, its timeline, impact in numbers
-(customers, orders, discount given away and how much of it beyond intent, refunds paid on the
-affected orders, compensation paid), the people's part (summary, root cause, contributing factors,
-action items with owners) — and works out what would have caught it earlier:
+(customers, orders, discount given away and how much of it beyond intent, refunds paid for the
+incident by remediation plans and customers' claims, compensation coupons given), the people's
+part (summary, root cause, contributing factors, action items with owners) — and works out what
+would have caught it earlier:
 
 * **lint**: every warning the faulty versions had at review, with the acknowledgement that let
   them through (a warning made blocking would have stopped the version before it went live);
@@ -11,7 +12,7 @@ action items with owners) — and works out what would have caught it earlier:
   opened and after how many affected orders.
 
 :func:`render` fills ``templates/report.md.j2`` or ``report.html.j2`` (Jinja2, HTML
-autoescaped). Compensation stays 0 until remediation pays some.
+autoescaped).
 """
 
 from __future__ import annotations
@@ -119,21 +120,28 @@ async def _alert_catches(session: AsyncSession, incident: Incident) -> list[dict
     return catches
 
 
-async def _refunds_paid(session: AsyncSession, incident: Incident) -> int:
-    versions = service.versions_of(incident)
-    if not versions:
-        return 0
-    affected = (
-        select(OrderDiscountRow.order_id)
-        .where(tuple_(OrderDiscountRow.rule_id, OrderDiscountRow.rule_version).in_(versions))
-        .distinct()
-    )
-    paid = await session.scalar(
-        select(func.coalesce(func.sum(Order.refunded_total), 0)).where(
-            Order.id.in_(affected), Order.created_at >= incident.window_start
+async def _paid(session: AsyncSession, incident: Incident) -> tuple[int, int]:
+    """Refunds paid for this incident (succeeded payouts whose cause names it: plans and
+    customers' claims alike) and the value of the compensation coupons its plans gave."""
+    from promoguard.payments.models import Payout, PayoutStatus  # noqa: PLC0415
+    from promoguard.plans.models import RemediationItem, RemediationPlan  # noqa: PLC0415
+
+    refunds = await session.scalar(
+        select(func.coalesce(func.sum(Payout.amount), 0)).where(
+            Payout.status == PayoutStatus.SUCCEEDED.value,
+            Payout.cause.startswith(f"incident:{incident.id}:", autoescape=True),
         )
     )
-    return int(paid or 0)
+    coupons = await session.execute(
+        select(RemediationItem.coupon)
+        .join(RemediationPlan, RemediationPlan.id == RemediationItem.plan_id)
+        .where(
+            RemediationPlan.incident_id == incident.id,
+            RemediationItem.coupon_id.is_not(None),
+        )
+    )
+    given = sum(int((c or {}).get("value", 0)) for (c,) in coupons.all())
+    return int(refunds or 0), given
 
 
 async def gather(session: AsyncSession, incident: Incident) -> dict[str, Any]:
@@ -141,7 +149,7 @@ async def gather(session: AsyncSession, incident: Incident) -> dict[str, Any]:
     impact = Impact.from_dict(incident.impact)
     start = incident.window_start
     story = await service.timeline(session, incident)
-    refunds = await _refunds_paid(session, incident)
+    refunds, compensation = await _paid(session, incident)
     return {
         "id": incident.id,
         "title": incident.title,
@@ -167,7 +175,7 @@ async def gather(session: AsyncSession, incident: Incident) -> dict[str, Any]:
             "discount_given": _yuan(impact.discount_given),
             "beyond_intent": _yuan(impact.beyond_intent),
             "refunds_paid": _yuan(refunds),
-            "compensation_paid": _yuan(0),
+            "compensation_paid": _yuan(compensation),
             "checkout_down": impact.checkout_down,
             "payment_down": impact.payment_down,
         },
