@@ -14,7 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.payments.conftest import Simulator
 from tests.service.conftest import make_key, signed_client
-from tests.service.helpers import approve, catalogue, line, live, order, quote, threshold
+from tests.service.helpers import (
+    approve,
+    catalogue,
+    coupon_spec,
+    line,
+    live,
+    order,
+    quote,
+    threshold,
+)
 
 from promoguard.plans.jobs import run_plan
 from promoguard.security.signing import PromoguardAuth
@@ -128,3 +137,43 @@ def test_an_overcharging_version_is_remediated_end_to_end_and_each_refund_paid_o
     assert any(f"plan {plan['id']} done" in k for k in kinds)
     report = shop.get(f"/v1/incidents/{incident}/report").text
     assert "| Refunds paid (remediation and claims) | ¥100.00 |" in report
+
+
+def test_claims_refused_by_a_mis_keyed_coupon_quantity_get_their_coupon_once(
+    shop: TestClient, settings: Settings
+):
+    """A coupon keyed with 2 instead of 200: three customers are refused ("sold out"); the plan
+    re-issues each of them the coupon, once."""
+    started = datetime.now(UTC)
+    live(shop, coupon_spec("cp", discount=500, quantity=2, per_user_limit=1))
+    outcomes = [
+        shop.post("/v1/coupons/cp/claims", json={"customer_id": f"c-{n}"}).status_code
+        for n in range(5)
+    ]
+    assert outcomes == [201, 201, 409, 409, 409]
+    opened = shop.post(
+        "/v1/incidents",
+        json={
+            "title": "coupon quantity keyed 2 instead of 200",
+            "versions": [{"campaign_id": "cp", "version": 1}],
+            "window_start": started.isoformat(),
+        },
+    ).json()
+    plan = shop.post(f"/v1/incidents/{opened['id']}/plans").json()
+    assert plan["summary"]["by_class"]["failed_claim"]["count"] == 3
+    items = shop.get(f"/v1/plans/{plan['id']}/items").json()
+    assert sorted(i["customer_id"] for i in items) == ["c-2", "c-3", "c-4"]
+    assert {(i["action"], i["coupon"]["campaign_id"]) for i in items} == {("reissue_coupon", "cp")}
+    decided = shop.post(
+        f"/v1/plans/{plan['id']}/decision",
+        json={"decision": "approve"},
+        auth=approver(settings),
+    )
+    assert decided.status_code == 200, decided.text
+
+    assert asyncio.run(run_plan(settings, plan["id"]))["items"]["done"] == 3
+    asyncio.run(run_plan(settings, plan["id"]))  # again: nothing more is given
+    for customer in ("c-2", "c-3", "c-4"):
+        wallet = shop.get(f"/v1/customers/{customer}/coupons").json()
+        assert [c["campaign_id"] for c in wallet] == ["cp"]
+    assert shop.get(f"/v1/plans/{plan['id']}").json()["status"] == "done"

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from promoguard.api import PROBLEMS, Svc, allow, now
+from promoguard import audit
+from promoguard.api import PROBLEMS, Services, Svc, allow, now
 from promoguard.coupons import service
 from promoguard.coupons.models import CouponState, IssuedCoupon
 from promoguard.errors import PromoguardError
 from promoguard.security.keys import Role
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["coupons"], responses=PROBLEMS)
 
@@ -101,9 +105,32 @@ async def claim(template: Id, body: ClaimIn, svc: Svc) -> CouponOut:
             out = _coupon(row)
     except PromoguardError as exc:
         svc.telemetry.claimed(template, body.customer_id, exc.code)
+        if exc.code in REMEMBERED_REFUSALS:
+            await _remember_refusal(svc, template, body.customer_id, exc.code)
         raise
     svc.telemetry.claimed(template, body.customer_id, None)
     return out
+
+
+REMEMBERED_REFUSALS = frozenset({"coupon_sold_out", "coupon_not_claimable"})
+"""Refusals kept in the audit log (``coupon.claim_refused``): when an incident turns out to have
+caused them (a quantity keyed too low, a template paused by mistake), remediation re-issues the
+coupon to each customer refused. A customer's own limit and rate limits are not kept."""
+
+
+async def _remember_refusal(svc: Services, template: str, customer_id: str, code: str) -> None:
+    try:
+        async with svc.db.write() as session:
+            audit.record(
+                session,
+                actor=customer_id,
+                action="coupon.claim_refused",
+                subject_type="coupon_claim",  # not "campaign": a rush would flood its timeline
+                subject_id=template,
+                detail={"customer_id": customer_id, "code": code},
+            )
+    except Exception:  # the refusal stands even if it cannot be remembered
+        log.warning("could not record a refused coupon claim", exc_info=True)
 
 
 @router.get(

@@ -67,7 +67,6 @@ def plan_command(incident_id: Annotated[int, typer.Argument()]) -> None:
     """Draft the remediation plan of an incident (find, re-price, classify)."""
     from promoguard.incidents import service as incidents  # noqa: PLC0415
     from promoguard.plans import service  # noqa: PLC0415
-    from promoguard.remediation.plan import build_plan  # noqa: PLC0415
     from promoguard.remediation.policy import RemediationPolicy  # noqa: PLC0415
 
     settings = _settings()
@@ -81,7 +80,13 @@ def plan_command(incident_id: Annotated[int, typer.Argument()]) -> None:
             def step(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            draft = await build_plan(session, incident, policy, progress=step)
+            draft = await service.draft_plan(
+                session,
+                incident,
+                policy,
+                max_discount_ratio=settings.max_discount_ratio,
+                progress=step,
+            )
         plan = await service.save_draft(session, draft, actor=_actor(), now=datetime.now(UTC))
         return plan, await service.progress(session, plan)
 

@@ -15,7 +15,6 @@ from promoguard.incidents import service as incidents
 from promoguard.plans import service
 from promoguard.plans.jobs import PlanQueue
 from promoguard.plans.models import RemediationItem, RemediationPlan
-from promoguard.remediation.plan import build_plan
 from promoguard.remediation.policy import RemediationPolicy
 from promoguard.security.context import current
 from promoguard.security.keys import Role
@@ -98,7 +97,9 @@ async def draft(incident_id: Id, svc: Svc, actor: Actor) -> PlanOut:
     policy = RemediationPolicy.model_validate(svc.settings.remediation_policy)
     async with svc.db.read() as session:
         incident = await incidents.get(session, incident_id)
-        built = await build_plan(session, incident, policy)
+        built = await service.draft_plan(
+            session, incident, policy, max_discount_ratio=svc.settings.max_discount_ratio
+        )
     async with svc.db.write() as session:
         plan = await service.save_draft(session, built, actor=actor, now=now())
         return await _out(session, plan)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -36,13 +37,17 @@ from promoguard.incidents.models import Incident
 from promoguard.payments.models import Payout, PayoutStatus
 from promoguard.payments.payer import NewPayout, plan_payouts
 from promoguard.plans.models import ItemStatus, PlanStatus, RemediationItem, RemediationPlan
-from promoguard.remediation.plan import PlanDraft
+from promoguard.promotions.engine import PricingPolicy
+from promoguard.remediation.affected import failed_claims
+from promoguard.remediation.plan import PlanDraft, build_plan
+from promoguard.remediation.policy import RemediationPolicy
 from promoguard.security.models import ApiKey
 from promoguard.store.db import upsert_insert
 
 __all__ = [
     "COUPON_NAMESPACE",
     "decide",
+    "draft_plan",
     "get_plan",
     "prepare",
     "progress",
@@ -63,6 +68,30 @@ async def get_plan(session: AsyncSession, plan_id: int, *, lock: bool = False) -
     if plan is None:
         raise NotFoundError("plan_not_found", f"there is no remediation plan {plan_id}")
     return plan
+
+
+async def draft_plan(
+    session: AsyncSession,
+    incident: Incident,
+    policy: RemediationPolicy,
+    *,
+    max_discount_ratio: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PlanDraft:
+    """The incident's plan: its affected orders re-priced and classified, plus the coupon claims
+    refused on its campaigns in its window (re-issued), priced under the service's guard."""
+    campaigns = {c for c, _ in incidents.versions_of(incident)}
+    refused = await failed_claims(
+        session, campaigns=campaigns, start=incident.window_start, end=incident.window_end
+    )
+    pricing = (
+        None
+        if max_discount_ratio is None
+        else PricingPolicy(max_discount_ratio=Decimal(max_discount_ratio))
+    )
+    return await build_plan(
+        session, incident, policy, pricing=pricing, failed_claims=refused, progress=progress
+    )
 
 
 async def save_draft(

@@ -10,12 +10,13 @@ An order is affected when it was created in the incident's window (``window_star
 * or its stored quote says it was priced **degraded** (a dependency such as the member-tier
   service failed, and the quote left out what it could not check).
 
-The last needs checkout to store the ``degraded`` list in the quote it records; today checkout
-keeps it only in the answer to the quote request (and a metric), so this finds nothing until
-it does. **Failed coupon claims** are not recorded in the store at all: a refused claim rolls
-back with its audit entry, and only the monitoring signals count it. A caller who has them from
-elsewhere passes them to :func:`~promoguard.remediation.plan.build_plan` as
-:class:`FailedClaim` values.
+Checkout stores a degraded quote's ``degraded`` list (and the tier the customer claimed) in the
+quote it records with the order.
+
+**Failed coupon claims**: the claim route remembers refused claims that a fault can cause (sold
+out, not claimable) as ``coupon.claim_refused`` audit entries, committed on their own;
+:func:`failed_claims` finds those of the incident's campaigns in its window, and
+:func:`~promoguard.remediation.plan.build_plan` takes them as :class:`FailedClaim` values.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from sqlalchemy import String, cast, exists, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from promoguard.audit import AuditEntry
+from promoguard.campaigns.models import Campaign, CampaignVersion
 from promoguard.orders.models import Order, OrderDiscountRow, QuoteRecord
 from promoguard.remediation.corrected import LiveHistory, Version
 
-__all__ = ["Affected", "FailedClaim", "find_affected"]
+__all__ = ["Affected", "FailedClaim", "failed_claims", "find_affected"]
 
 
 class Affected(NamedTuple):
@@ -104,3 +107,56 @@ async def find_affected(
     for order_id in degraded.scalars().all():
         found[order_id] = True
     return [Affected(order_id, flag) for order_id, flag in found.items()]
+
+
+async def failed_claims(
+    session: AsyncSession,
+    *,
+    campaigns: Iterable[str],
+    start: datetime,
+    end: datetime | None,
+) -> list[FailedClaim]:
+    """The coupon claims refused in the window on the incident's campaigns (those checkout
+    remembers: sold out, not claimable; see ``promoguard.coupons.routes``), one per customer and
+    campaign, each with the coupon's value (its discount; 0 for a percent coupon)."""
+    wanted = sorted(set(campaigns))
+    if not wanted:
+        return []
+    window = [AuditEntry.at >= start] + ([AuditEntry.at <= end] if end is not None else [])
+    rows = await session.execute(
+        select(AuditEntry.id, AuditEntry.subject_id, AuditEntry.detail, AuditEntry.at)
+        .where(
+            AuditEntry.action == "coupon.claim_refused",
+            AuditEntry.subject_id.in_(wanted),
+            *window,
+        )
+        .order_by(AuditEntry.id)
+    )
+    values: dict[str, int] = {}
+    found: dict[tuple[str, str], FailedClaim] = {}
+    for entry_id, campaign_id, detail, at in rows.all():
+        customer = str((detail or {}).get("customer_id", ""))
+        if not customer or (campaign_id, customer) in found:
+            continue
+        if campaign_id not in values:
+            values[campaign_id] = await _coupon_value(session, campaign_id)
+        found[(campaign_id, customer)] = FailedClaim(
+            claim_id=f"claim-{entry_id}",
+            customer_id=customer,
+            campaign_id=campaign_id,
+            coupon_value=values[campaign_id],
+            at=at,
+        )
+    return list(found.values())
+
+
+async def _coupon_value(session: AsyncSession, campaign_id: str) -> int:
+    spec = await session.scalar(
+        select(CampaignVersion.spec)
+        .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+        .where(Campaign.id == campaign_id)
+        .order_by(CampaignVersion.version.desc())
+        .limit(1)
+    )
+    discount = (spec or {}).get("discount")
+    return discount if isinstance(discount, int) else 0
