@@ -2,6 +2,7 @@
 
 from promoguard import audit
 from promoguard.campaigns import models as campaigns
+from promoguard.claims import models as claims
 from promoguard.coupons import models as coupons
 from promoguard.incidents import models as incidents
 from promoguard.monitoring import models as monitoring
@@ -15,6 +16,7 @@ from promoguard.store.db import Base
 __all__ = [
     "audit",
     "campaigns",
+    "claims",
     "coupons",
     "incidents",
     "metadata",

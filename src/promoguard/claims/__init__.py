@@ -1,0 +1,1 @@
+"""Customers' own refund and compensation claims (see ``docs/claims.md``)."""
