@@ -56,6 +56,7 @@ from promoguard.security.routes import router as audit_router
 from promoguard.settings import Settings
 from promoguard.store.counters import RedisCounters, SqlCounters
 from promoguard.store.db import Database
+from promoguard.ui import router as ui_router
 
 __all__ = ["create_app", "problem"]
 
@@ -246,6 +247,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(traffic_router)
     app.include_router(incidents_router)
     app.include_router(plans_router)
+    app.include_router(ui_router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
