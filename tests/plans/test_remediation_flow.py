@@ -26,6 +26,8 @@ from tests.service.helpers import (
 )
 
 from promoguard.plans.jobs import run_plan
+from promoguard.plans.service import extension_spec
+from promoguard.promotions.rules import parse_rule
 from promoguard.security.signing import PromoguardAuth
 from promoguard.settings import Settings
 
@@ -75,6 +77,7 @@ def scripted_incident(shop: TestClient) -> tuple[int, list[str]]:
         "/v1/incidents",
         json={
             "title": "满500减20 live instead of 满200减20",
+            "severity": "P1",
             "versions": [{"campaign_id": "mj", "version": 2}],
             "window_start": started.isoformat(),
         },
@@ -135,6 +138,11 @@ def test_an_overcharging_version_is_remediated_end_to_end_and_each_refund_paid_o
     assert any("drafted" in k for k in kinds)
     assert any("approved" in k for k in kinds)
     assert any(f"plan {plan['id']} done" in k for k in kinds)
+    # P1's policy extends the campaign 3 days for the affected customers; 满200减20 has no end,
+    # so there is nothing to extend, and the plan says so instead of giving coupons.
+    assert final["summary"]["extended"]["mj"]["extended"] == 0
+    assert "no end" in final["summary"]["extended"]["mj"]["note"]
+    assert shop.get("/v1/customers/hit-0/coupons").json() == []
     report = shop.get(f"/v1/incidents/{incident}/report").text
     assert "| Refunds paid (remediation and claims) | ¥100.00 |" in report
 
@@ -177,3 +185,21 @@ def test_claims_refused_by_a_mis_keyed_coupon_quantity_get_their_coupon_once(
         wallet = shop.get(f"/v1/customers/{customer}/coupons").json()
         assert [c["campaign_id"] for c in wallet] == ["cp"]
     assert shop.get(f"/v1/plans/{plan['id']}").json()["status"] == "done"
+
+
+def test_an_extension_is_a_personal_coupon_of_the_intended_offer_from_the_campaigns_end():
+    end = "2026-11-12T00:00:00+08:00"
+    spec = threshold(spend=20000, off=2000, valid_until=end)
+    now = datetime(2026, 11, 11, tzinfo=UTC)
+    coupon = extension_spec(spec, "ext-mj-p1", 5, 3, now)
+    assert coupon is not None
+    assert (coupon["benefit"], coupon["min_spend"], coupon["discount"]) == (
+        "threshold",
+        20000,
+        2000,
+    )
+    assert (coupon["quantity"], coupon["per_user_limit"]) == (5, 1)
+    assert datetime.fromisoformat(coupon["valid_from"]) == datetime.fromisoformat(end)
+    assert datetime.fromisoformat(coupon["valid_until"]) == datetime(2026, 11, 14, 16, tzinfo=UTC)
+    parse_rule(coupon)  # a valid coupon spec
+    assert extension_spec(threshold(spend=20000, off=2000), "x", 5, 3, now) is None  # no end

@@ -7,8 +7,10 @@
 * :func:`prepare` (the first step of execution, and safe to run again) plans one payout per
   refund (:func:`promoguard.payments.payer.plan_payouts`, keyed ``<order>:<cause>``), gives the
   compensation coupons (a coupon campaign per coupon shape, live and with no stock left to claim,
-  each coupon's id derived from the item's key, so it is given once), cancels unshipped orders
-  when the policy says so, and closes the items with nothing to do.
+  each coupon's id derived from the item's key, so it is given once), extends each campaign the
+  policy names for the plan's customers (a personal coupon with the intended offer, valid the
+  policy's days past the campaign's end), and closes the items with nothing to do; the job then
+  cancels unshipped orders through checkout when the policy says so (:func:`to_cancel`).
 * Payouts are paid by the payer (:mod:`promoguard.plans.jobs` runs it as a queued job).
 * :func:`settle` moves each item to the state of its payout; once none is left ``planned`` the
   plan is ``done`` (timeline: payouts done, with the totals).
@@ -29,7 +31,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.campaigns import service as campaigns
-from promoguard.campaigns.models import Campaign, VersionState
+from promoguard.campaigns.models import Campaign, CampaignVersion, VersionState
 from promoguard.coupons.models import CouponState, CouponStock, IssuedCoupon
 from promoguard.errors import ConflictError, ForbiddenError, NotFoundError
 from promoguard.incidents import service as incidents
@@ -48,6 +50,7 @@ __all__ = [
     "COUPON_NAMESPACE",
     "decide",
     "draft_plan",
+    "extension_spec",
     "get_plan",
     "prepare",
     "progress",
@@ -292,6 +295,118 @@ async def to_cancel(session: AsyncSession, plan: RemediationPlan) -> list[Remedi
     )
 
 
+def extension_spec(
+    spec: dict[str, Any], campaign_id: str, count: int, days: int, now: datetime
+) -> dict[str, Any] | None:
+    """A coupon giving the campaign's intended offer for ``days`` days from the campaign's end
+    (or from now, if it has ended), or None when the campaign has no end (nothing to extend) or
+    its offer is not one a coupon can carry (only order-level 满减 and percent-off are)."""
+    if not spec.get("valid_until"):
+        return None
+    start = max(now, datetime.fromisoformat(spec["valid_until"]))
+    common = {
+        "id": campaign_id,
+        "kind": "coupon",
+        "name": f"延期 extension of {spec.get('name') or spec['id']}",
+        "scope": spec["scope"],
+        "per_user_limit": 1,
+        "quantity": count,
+        "valid_from": start.isoformat(),
+        "valid_until": (start + timedelta(days=days)).isoformat(),
+    }
+    if spec.get("kind") == "threshold" and not spec.get("repeat"):
+        tier = spec["tiers"][0]
+        return {
+            **common,
+            "benefit": "threshold",
+            "min_spend": tier["min_spend"],
+            "discount": tier["discount"],
+        }
+    if spec.get("kind") == "percent_off":
+        extra = {"cap": spec["cap"]} if spec.get("cap") else {}
+        return {
+            **common,
+            "benefit": "percent",
+            "percent": spec["percent"],
+            "min_spend": spec.get("min_spend", 0),
+            **extra,
+        }
+    return None
+
+
+async def _extend(session: AsyncSession, plan: RemediationPlan, now: datetime) -> None:
+    """Extend each campaign the plan names for its affected customers: each gets a personal
+    coupon with the intended offer (the version re-pricing used), valid the policy's days past
+    the campaign's end. Done once per plan (``summary["extended"]``); a campaign without an end,
+    or whose offer a coupon cannot carry, is noted instead."""
+    extensions: dict[str, int] = plan.summary.get("extensions") or {}
+    if not extensions or "extended" in plan.summary:
+        return
+    intended = {r["campaign_id"]: r["intended"] for r in plan.summary.get("replacements", [])}
+    customers = sorted(
+        set(
+            (
+                await session.scalars(
+                    select(RemediationItem.customer_id).where(
+                        RemediationItem.plan_id == plan.id,
+                        RemediationItem.action.not_in(["none"]),
+                    )
+                )
+            ).all()
+        )
+    )
+    done: dict[str, Any] = {}
+    for campaign, days in sorted(extensions.items()):
+        version = intended.get(campaign)
+        spec = None
+        if version is not None and customers:
+            row = await session.get(CampaignVersion, (campaign, version))
+            coupon_id = f"ext-{campaign}-p{plan.id}"[:64]
+            spec = (
+                None
+                if row is None
+                else extension_spec(row.spec, coupon_id, len(customers), days, now)
+            )
+        if spec is None:
+            done[campaign] = {
+                "extended": 0,
+                "note": "nothing to extend: the campaign has no end, or its intended offer is "
+                "not one a coupon can carry",
+            }
+            continue
+        actor = f"plan:{plan.id}"
+        _, created = await campaigns.create_campaign(session, spec=spec, author=actor)
+        created.state = VersionState.APPROVED
+        session.add(CouponStock(campaign_id=spec["id"], issued=len(customers)))
+        await session.flush()
+        await campaigns.activate(
+            session,
+            campaign_id=spec["id"],
+            version=1,
+            actor=actor,
+            reason=f"{campaign} extended {days} days for plan {plan.id}'s customers",
+        )
+        rows = [
+            {
+                "id": str(uuid.uuid5(COUPON_NAMESPACE, f"{spec['id']}:{customer}")),
+                "campaign_id": spec["id"],
+                "campaign_version": 1,
+                "customer_id": customer,
+                "state": CouponState.ISSUED.value,
+                "issued_at": now,
+            }
+            for customer in customers
+        ]
+        for start in range(0, len(rows), _CHUNK):
+            await session.execute(
+                upsert_insert(session)(IssuedCoupon)
+                .values(rows[start : start + _CHUNK])
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+        done[campaign] = {"extended": len(customers), "coupon_campaign": spec["id"], "days": days}
+    plan.summary = {**plan.summary, "extended": done}
+
+
 async def prepare(session: AsyncSession, plan: RemediationPlan, *, now: datetime) -> list[int]:
     """Make the plan executable (idempotent); returns the payout ids it has to pay."""
     if plan.status not in (PlanStatus.APPROVED, PlanStatus.EXECUTING, PlanStatus.DONE):
@@ -322,6 +437,7 @@ async def prepare(session: AsyncSession, plan: RemediationPlan, *, now: datetime
         for item in chunk:
             item.payout_id = ids[item.idempotency_key]
     await _give_coupons(session, plan, planned, now)
+    await _extend(session, plan, now)
     for item in planned:
         if item.payout_id is None and item.action != "cancel_with_coupon":
             # Nothing to pay: the coupon is given, or the price is honoured.
