@@ -28,6 +28,7 @@ from promoguard.campaigns import service as campaign_service
 from promoguard.campaigns.live import LiveRules
 from promoguard.campaigns.routes import catalogue_router
 from promoguard.campaigns.routes import router as campaigns_router
+from promoguard.claims.routes import router as claims_router
 from promoguard.coupons.routes import router as coupons_router
 from promoguard.errors import PromoguardError
 from promoguard.incidents.desk import IncidentDesk
@@ -247,6 +248,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(traffic_router)
     app.include_router(incidents_router)
     app.include_router(plans_router)
+    app.include_router(claims_router)
     app.include_router(ui_router)
 
 

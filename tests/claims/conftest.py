@@ -1,7 +1,5 @@
 """Fixtures of the claims tests: the service on both databases with the claims routes, a
 simulated payment provider process (its own records file), and keys for the shop and the team.
-
-Until the app factory includes the claims router, :func:`claims_app` adds it to the app.
 """
 
 from __future__ import annotations
@@ -17,17 +15,13 @@ from tests.payments.conftest import Simulator, simulator  # noqa: F401 (fixture)
 from tests.service.conftest import SECRET, database_url, make_key  # noqa: F401 (fixture)
 
 from promoguard.app import create_app
-from promoguard.claims.routes import router
 from promoguard.security.signing import PromoguardAuth
 from promoguard.settings import Settings
 
 
 def claims_app(settings: Settings) -> FastAPI:
-    """The service's app with the claims routes in it."""
-    app = create_app(settings)
-    if not any(getattr(r, "path", "") == "/v1/claims" for r in app.routes):
-        app.include_router(router)
-    return app
+    """The service's app (the claims routes are part of it)."""
+    return create_app(settings)
 
 
 def client_for(settings: Settings, role: str = "admin") -> TestClient:

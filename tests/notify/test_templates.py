@@ -42,6 +42,7 @@ EVERYTHING = {
 
 def test_the_bundled_templates_are_the_customer_and_team_incident_messages():
     assert Templates().names() == [
+        "customer_claim_update",
         "customer_incident_opened",
         "customer_incident_resolved",
         "customer_incident_update",
