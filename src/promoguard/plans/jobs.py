@@ -10,7 +10,7 @@ processes, on one machine or several. One task, ``execute_plan(plan_id)``, runs
    the meantime is honoured instead and its refund skipped,
 3. the payer pays the plan's payouts (retries with backoff, exactly once per key),
 4. :func:`promoguard.plans.service.settle` (items take their payouts' states; the plan is done
-   once nothing is left planned).
+   once nothing is left planned), and customers' approved claims on the same payouts are paid.
 
 Every step is idempotent. A worker killed at any point loses its task (huey has handed it out),
 so a starting worker re-enqueues every plan still ``executing``: the plan resumes where the
@@ -94,6 +94,22 @@ async def _cancel(settings: Settings, db: Database, plan: RemediationPlan) -> No
             await redis.aclose()
 
 
+async def _settle_claims(session: Any, payout_ids: list[int]) -> None:
+    """Customers' approved claims this plan paid (same payout key) are paid now too."""
+    from promoguard.claims import service as claims  # noqa: PLC0415 (claims import plans)
+    from promoguard.claims.models import Claim, ClaimStatus  # noqa: PLC0415
+
+    for start in range(0, len(payout_ids), 1000):
+        rows = await session.scalars(
+            select(Claim).where(
+                Claim.status == ClaimStatus.APPROVED.value,
+                Claim.payout_id.in_(payout_ids[start : start + 1000]),
+            )
+        )
+        for claim in rows.all():
+            await claims.settle(session, claim, now=_now())
+
+
 async def run_plan(
     settings: Settings,
     plan_id: int,
@@ -126,6 +142,7 @@ async def run_plan(
         async with db.write() as session:
             plan = await service.get_plan(session, plan_id, lock=True)
             await service.settle(session, plan, now=_now())
+            await _settle_claims(session, payout_ids)
             return await service.progress(session, plan)
     finally:
         if own and provider is not None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select
 
 from promoguard.api import PROBLEMS, Actor, Svc, allow, now
@@ -23,6 +23,32 @@ router = APIRouter(tags=["remediation"], responses=PROBLEMS)
 
 _READERS = (Role.OPERATOR, Role.APPROVER, Role.AUDITOR)
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+class IntendedIn(BaseModel):
+    """The version a faulty version should have been (None: the campaign should not have run)."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaign_id: str = Field(min_length=1, max_length=64)
+    faulty: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_not_bool)]
+    intended: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_not_bool)] | None
+
+
+class DraftIn(BaseModel):
+    """What the store cannot know: orders the shop cannot deliver, and the version each faulty
+    one should have been (default: the campaign's previous live version)."""
+
+    model_config = ConfigDict(extra="forbid")
+    oversold: list[Annotated[str, Field(min_length=1, max_length=36)]] = Field(
+        default_factory=list, max_length=100_000, description="order ids: full refund + coupon"
+    )
+    intended: list[IntendedIn] = Field(default_factory=list, max_length=100)
 
 
 class DecisionIn(BaseModel):
@@ -93,12 +119,19 @@ def _queue(request: Request) -> PlanQueue:
     summary="Draft the remediation plan of an incident (find, re-price, classify)",
     dependencies=[allow(Role.OPERATOR, route="plan_draft")],
 )
-async def draft(incident_id: Id, svc: Svc, actor: Actor) -> PlanOut:
+async def draft(incident_id: Id, svc: Svc, actor: Actor, body: DraftIn | None = None) -> PlanOut:
+    body = body or DraftIn()
     policy = RemediationPolicy.model_validate(svc.settings.remediation_policy)
+    intended = {(i.campaign_id, i.faulty): i.intended for i in body.intended} or None
     async with svc.db.read() as session:
         incident = await incidents.get(session, incident_id)
         built = await service.draft_plan(
-            session, incident, policy, max_discount_ratio=svc.settings.max_discount_ratio
+            session,
+            incident,
+            policy,
+            max_discount_ratio=svc.settings.max_discount_ratio,
+            oversold=set(body.oversold),
+            intended=intended,
         )
     async with svc.db.write() as session:
         plan = await service.save_draft(session, built, actor=actor, now=now())

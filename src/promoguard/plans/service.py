@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -79,6 +79,8 @@ async def draft_plan(
     policy: RemediationPolicy,
     *,
     max_discount_ratio: str | None = None,
+    oversold: Collection[str] = (),
+    intended: Mapping[tuple[str, int], int | None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PlanDraft:
     """The incident's plan: its affected orders re-priced and classified, plus the coupon claims
@@ -93,7 +95,14 @@ async def draft_plan(
         else PricingPolicy(max_discount_ratio=Decimal(max_discount_ratio))
     )
     return await build_plan(
-        session, incident, policy, pricing=pricing, failed_claims=refused, progress=progress
+        session,
+        incident,
+        policy,
+        intended,
+        pricing=pricing,
+        oversold=oversold,
+        failed_claims=refused,
+        progress=progress,
     )
 
 
