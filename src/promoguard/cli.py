@@ -20,6 +20,7 @@ from rich.text import Text
 
 from promoguard import __version__, examples
 from promoguard.campaigns import commands
+from promoguard.docgen import docs_command
 from promoguard.incidents.commands import incident_app
 from promoguard.money import format_minor
 from promoguard.notify.commands import notify_app
@@ -466,6 +467,7 @@ app.add_typer(remediation_app, name="remediation")
 app.command("worker")(worker_command)
 app.command("payment-provider")(payment_provider_command)
 app.add_typer(payments_app, name="payments")
+app.command("docs")(docs_command)
 
 
 def _version(value: bool) -> None:
