@@ -123,7 +123,7 @@ def _schema_type(prop: Mapping[str, Any]) -> str:
     if "const" in prop:
         return f"`{json.dumps(prop['const'], ensure_ascii=False)}`"
     if "enum" in prop:
-        return " \\| ".join(f"`{v}`" for v in prop["enum"])
+        return " or ".join(f"`{v}`" for v in prop["enum"])
     if "anyOf" in prop or "oneOf" in prop:
         options = [p for p in prop.get("anyOf", prop.get("oneOf", [])) if p.get("type") != "null"]
         kinds = {p.get("type") for p in options}
