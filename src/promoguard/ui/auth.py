@@ -20,6 +20,7 @@ from promoguard.ui.common import (
     STAFF,
     client_address,
     form,
+    html_route,
     new_session,
     operator,
     render,
@@ -52,7 +53,7 @@ def _login_page(request: Request, *, error: str = "", status: int = 200) -> Resp
     return response
 
 
-@router.get("/ui/login")
+@html_route(router, "/ui/login")
 async def login_page(request: Request) -> Response:
     """The login form."""
     return _login_page(request)
@@ -73,7 +74,7 @@ async def _check_key(request: Request, key_id: str, secret: str) -> ApiKey | Non
     return key
 
 
-@router.post("/ui/login")
+@html_route(router, "/ui/login", "POST")
 async def login(request: Request) -> Response:
     """Check the key id and secret; start a session for a staff key."""
     fields = await form(request)
@@ -98,7 +99,7 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.post("/ui/logout")
+@html_route(router, "/ui/logout", "POST")
 async def logout(request: Request) -> Response:
     """End the session (the form carries the session's CSRF token)."""
     op = await operator(request)
@@ -109,14 +110,14 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@router.get("/ui")
-async def home() -> Response:
+@html_route(router, "/ui")
+async def home(_: Request) -> Response:
     """The dashboard starts at the campaigns."""
     return RedirectResponse("/ui/campaigns", status_code=303)
 
 
-@router.get("/ui/static/{name}")
-async def static(name: str) -> Response:
+@html_route(router, "/ui/static/{name}")
+async def static(_: Request, name: str) -> Response:
     """The dashboard's stylesheet and script."""
     if name not in STATIC:
         return Response("not found", status_code=404, media_type="text/plain")

@@ -18,14 +18,14 @@ from promoguard.errors import PromoguardError
 from promoguard.monitoring.traffic import series, window
 from promoguard.security.keys import Role
 from promoguard.ui import charts
-from promoguard.ui.common import Operator, act, page, refusal, render, services
+from promoguard.ui.common import Operator, act, html_route, page, refusal, render, services
 
 router = APIRouter()
 
 CHART_MINUTES = 60
 
 
-@router.get("/ui/campaigns")
+@html_route(router, "/ui/campaigns")
 async def campaigns(request: Request) -> Response:
     """Every campaign, newest first."""
     op = await page(request)
@@ -72,7 +72,7 @@ def _may_decide(op: Operator, view: dict[str, Any], required: list[str]) -> bool
     return op.department in required and op.department not in done
 
 
-@router.get("/ui/campaigns/{campaign_id}")
+@html_route(router, "/ui/campaigns/{campaign_id}")
 async def campaign(request: Request, campaign_id: str) -> Response:
     """One campaign: where it stands, its versions under review, its chart and timeline."""
     op = await page(request)
@@ -149,7 +149,7 @@ async def _traffic(session: AsyncSession, found: Campaign) -> dict[str, Any]:
     }
 
 
-@router.get("/ui/campaigns/{campaign_id}/traffic")
+@html_route(router, "/ui/campaigns/{campaign_id}/traffic")
 async def traffic(request: Request, campaign_id: str) -> Response:
     """The chart part of a campaign's page (the page polls it)."""
     op = await page(request)
@@ -164,7 +164,7 @@ async def traffic(request: Request, campaign_id: str) -> Response:
     return render(request, "traffic.html.j2", campaign=found, **data)
 
 
-@router.post("/ui/campaigns/{campaign_id}/versions/{version}/decision")
+@html_route(router, "/ui/campaigns/{campaign_id}/versions/{version:int}/decision", "POST")
 async def decide(request: Request, campaign_id: str, version: int) -> Response:
     """An approver approves or rejects a version for their department."""
     svc = services(request)
@@ -191,7 +191,7 @@ async def decide(request: Request, campaign_id: str, version: int) -> Response:
     return await act(request, (Role.APPROVER,), back, work)
 
 
-@router.post("/ui/campaigns/{campaign_id}/pause")
+@html_route(router, "/ui/campaigns/{campaign_id}/pause", "POST")
 async def pause(request: Request, campaign_id: str) -> Response:
     """The kill switch: stop pricing with the campaign now."""
     svc = services(request)
@@ -206,7 +206,7 @@ async def pause(request: Request, campaign_id: str) -> Response:
     return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)
 
 
-@router.post("/ui/campaigns/{campaign_id}/resume")
+@html_route(router, "/ui/campaigns/{campaign_id}/resume", "POST")
 async def resume(request: Request, campaign_id: str) -> Response:
     """Take a paused campaign live again (its version, at its rollout)."""
     svc = services(request)

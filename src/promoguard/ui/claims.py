@@ -20,7 +20,16 @@ from promoguard.promotions.engine import PricingPolicy
 from promoguard.remediation.policy import RemediationPolicy
 from promoguard.security.keys import Role
 from promoguard.settings import Settings
-from promoguard.ui.common import Operator, act, page, parse_amount, refusal, render, services
+from promoguard.ui.common import (
+    Operator,
+    act,
+    html_route,
+    page,
+    parse_amount,
+    refusal,
+    render,
+    services,
+)
 
 router = APIRouter()
 
@@ -47,7 +56,7 @@ def payment_task(request: Request, claim: Claim) -> BackgroundTask | None:
     return BackgroundTask(pay_in_background, svc.settings, svc.db, claim.id, notifications(request))
 
 
-@router.get("/ui/claims")
+@html_route(router, "/ui/claims")
 async def queue(request: Request) -> Response:
     """Claims by urgency: in review first, then by deadline."""
     op = await page(request)
@@ -62,7 +71,7 @@ async def queue(request: Request) -> Response:
     return render(request, "claims.html.j2", claims=found)
 
 
-@router.get("/ui/claims/{claim_id}")
+@html_route(router, "/ui/claims/{claim_id}")
 async def claim_page(request: Request, claim_id: str) -> Response:
     """One claim, its whole history and, in review, the decision form."""
     op = await page(request)
@@ -84,7 +93,7 @@ async def claim_page(request: Request, claim_id: str) -> Response:
     )
 
 
-@router.post("/ui/claims/{claim_id}/decision")
+@html_route(router, "/ui/claims/{claim_id}/decision", "POST")
 async def decide(request: Request, claim_id: str) -> Response:
     """Approve or reject a claim in review; an approved claim is paid after the answer."""
     svc = services(request)

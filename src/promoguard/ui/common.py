@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.background import BackgroundTask
@@ -45,6 +45,7 @@ __all__ = [
     "act",
     "client_address",
     "form",
+    "html_route",
     "page",
     "parse_amount",
     "render",
@@ -59,6 +60,8 @@ FLASH_COOKIE = "pg_flash"
 SESSION_SECONDS = 8 * 3600
 """A session lasts a working shift; then the operator logs in again."""
 MAX_FORM_BYTES = 64 * 1024
+MAX_ID = 2**31 - 1
+"""Ids are INTEGER columns: a larger one is no page (PostgreSQL would refuse the query)."""
 STAFF = frozenset({Role.OPERATOR, Role.APPROVER, Role.AUDITOR, Role.ADMIN})
 """Roles that may log in to the dashboard (storefront keys may not)."""
 READERS = (Role.OPERATOR, Role.APPROVER, Role.AUDITOR)
@@ -81,6 +84,28 @@ class Operator:
     def may(self, *roles: Role) -> bool:
         """Whether this key's role is one of ``roles`` (admin keys may do everything)."""
         return self.role == Role.ADMIN or self.role in roles
+
+
+Page = Callable[..., Awaitable[Response]]
+
+
+def html_route(router: APIRouter, path: str, method: str = "GET") -> Callable[[Page], Page]:
+    """Register a page as a plain Starlette route, not an API operation: it is not in the
+    OpenAPI document and has no API-key gate; the page checks the session itself (:func:`page`,
+    :func:`act`). Path parameters (``{plan_id:int}``) arrive as keyword arguments."""
+
+    def register(handler: Page) -> Page:
+        async def endpoint(request: Request) -> Response:
+            params = request.path_params
+            if any(isinstance(v, int) and v > MAX_ID for v in params.values()):
+                return Response("not found", status_code=404, media_type="text/plain")
+            return await handler(request, **params)
+
+        endpoint.__name__ = endpoint.__qualname__ = handler.__name__
+        router.add_route(path, endpoint, methods=[method], include_in_schema=False)
+        return handler
+
+    return register
 
 
 def services(request: Request) -> Services:

@@ -25,7 +25,15 @@ from promoguard.claims.models import Claim, ClaimReason
 from promoguard.errors import PromoguardError
 from promoguard.orders.models import Order
 from promoguard.ui.claims import claim_policy, notifications, payment_task
-from promoguard.ui.common import CSRF_COOKIE, client_address, form, render, services, set_cookie
+from promoguard.ui.common import (
+    CSRF_COOKIE,
+    client_address,
+    form,
+    html_route,
+    render,
+    services,
+    set_cookie,
+)
 
 router = APIRouter()
 
@@ -165,7 +173,7 @@ def _csrf_ok(request: Request, fields: Mapping[str, str]) -> bool:
     return bool(cookie) and hmac.compare_digest(fields.get("csrf", ""), cookie)
 
 
-@router.get("/claim")
+@html_route(router, "/claim")
 async def start(request: Request) -> Response:
     """The look-up form and the follow-up form."""
     return _page(request, "claim_lookup.html.j2", _lang(request))
@@ -198,7 +206,7 @@ async def _order_page(
     )
 
 
-@router.post("/claim/lookup")
+@html_route(router, "/claim/lookup", "POST")
 async def lookup(request: Request) -> Response:
     """Show an order to someone who knows its id and customer id."""
     fields = await form(request)
@@ -230,7 +238,7 @@ def _request(fields: Mapping[str, str], found: Order, lang: str) -> claims.Claim
     )
 
 
-@router.post("/claim/apply")
+@html_route(router, "/claim/apply", "POST")
 async def apply(request: Request) -> Response:
     """Submit the customer's application, then show its status."""
     fields = await form(request)
@@ -267,7 +275,7 @@ async def apply(request: Request) -> Response:
     return response
 
 
-@router.get("/claim/status/{claim_id}")
+@html_route(router, "/claim/status/{claim_id}")
 async def status(request: Request, claim_id: str) -> Response:
     """Where an application stands, as the customer sees it (no reviewer names, no notes)."""
     lang = _lang(request)
@@ -294,7 +302,7 @@ async def status(request: Request, claim_id: str) -> Response:
     )
 
 
-@router.get("/claim/status")
+@html_route(router, "/claim/status")
 async def status_form(request: Request) -> Response:
     """The follow-up form (a GET with the number) leads to the status page."""
     wanted = request.query_params.get("claim_id", "").strip()

@@ -22,7 +22,16 @@ from promoguard.plans.jobs import PlanQueue
 from promoguard.plans.models import RemediationItem, RemediationPlan
 from promoguard.remediation.policy import RemediationPolicy
 from promoguard.security.keys import Role
-from promoguard.ui.common import Operator, act, page, refusal, render, secure_headers, services
+from promoguard.ui.common import (
+    Operator,
+    act,
+    html_route,
+    page,
+    refusal,
+    render,
+    secure_headers,
+    services,
+)
 
 router = APIRouter()
 
@@ -43,7 +52,7 @@ def _desk(request: Request) -> IncidentDesk:
     return desk
 
 
-@router.get("/ui/alerts")
+@html_route(router, "/ui/alerts")
 async def alerts(request: Request) -> Response:
     """What the detectors raised, newest first."""
     op = await page(request)
@@ -55,7 +64,7 @@ async def alerts(request: Request) -> Response:
     return render(request, "alerts.html.j2", alerts=found)
 
 
-@router.get("/ui/incidents")
+@html_route(router, "/ui/incidents")
 async def incident_list(request: Request) -> Response:
     """Incidents, newest first, with what is due next."""
     op = await page(request)
@@ -76,7 +85,7 @@ async def _plans_of(session: AsyncSession, incident_id: int) -> list[Remediation
     return list(rows.all())
 
 
-@router.get("/ui/incidents/{incident_id}")
+@html_route(router, "/ui/incidents/{incident_id:int}")
 async def incident_page(request: Request, incident_id: int) -> Response:
     """One incident: severity, the next deadline, the timeline, the forms that move it."""
     op = await page(request)
@@ -111,7 +120,7 @@ async def _change(request: Request, incident_id: int, event: str, change: Any) -
             await desk.announce(session, found, event, {})
 
 
-@router.post("/ui/incidents/{incident_id}/acknowledge")
+@html_route(router, "/ui/incidents/{incident_id:int}/acknowledge", "POST")
 async def acknowledge(request: Request, incident_id: int) -> Response:
     """Take the incident: stops the acknowledge clock."""
 
@@ -131,7 +140,7 @@ async def acknowledge(request: Request, incident_id: int) -> Response:
     return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}", work)
 
 
-@router.post("/ui/incidents/{incident_id}/status")
+@html_route(router, "/ui/incidents/{incident_id:int}/status", "POST")
 async def move(request: Request, incident_id: int) -> Response:
     """Move the incident forward (mitigated, resolved, reviewed)."""
 
@@ -157,7 +166,7 @@ async def move(request: Request, incident_id: int) -> Response:
     return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}", work)
 
 
-@router.post("/ui/incidents/{incident_id}/notes")
+@html_route(router, "/ui/incidents/{incident_id:int}/notes", "POST")
 async def note(request: Request, incident_id: int) -> Response:
     """A note on the timeline, or a status update the team and the webhooks are told."""
     desk = _desk(request)
@@ -179,7 +188,7 @@ async def note(request: Request, incident_id: int) -> Response:
     return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}", work)
 
 
-@router.post("/ui/incidents/{incident_id}/plans")
+@html_route(router, "/ui/incidents/{incident_id:int}/plans", "POST")
 async def draft_plan(request: Request, incident_id: int) -> Response:
     """Draft the incident's remediation plan (find, re-price, classify)."""
     svc = services(request)
@@ -198,7 +207,7 @@ async def draft_plan(request: Request, incident_id: int) -> Response:
     return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}", work)
 
 
-@router.get("/ui/postmortems")
+@html_route(router, "/ui/postmortems")
 async def postmortems(request: Request) -> Response:
     """Every incident's post-mortem."""
     op = await page(request)
@@ -210,7 +219,7 @@ async def postmortems(request: Request) -> Response:
     return render(request, "postmortems.html.j2", incidents=found)
 
 
-@router.get("/ui/incidents/{incident_id}/postmortem")
+@html_route(router, "/ui/incidents/{incident_id:int}/postmortem")
 async def postmortem(request: Request, incident_id: int) -> Response:
     """The post-mortem report of an incident, in the dashboard."""
     op = await page(request)
@@ -224,7 +233,7 @@ async def postmortem(request: Request, incident_id: int) -> Response:
     return render(request, "postmortem.html.j2", incident=found)
 
 
-@router.get("/ui/incidents/{incident_id}/report")
+@html_route(router, "/ui/incidents/{incident_id:int}/report")
 async def report_html(request: Request, incident_id: int) -> Response:
     """The report as the incident package renders it (HTML), shown in the post-mortem page."""
     op = await page(request)
@@ -244,7 +253,7 @@ async def report_html(request: Request, incident_id: int) -> Response:
     return response
 
 
-@router.get("/ui/plans")
+@html_route(router, "/ui/plans")
 async def plan_list(request: Request) -> Response:
     """Remediation plans, newest first."""
     op = await page(request)
@@ -271,7 +280,7 @@ async def _plan_data(request: Request, plan_id: int) -> dict[str, Any]:
         return {"plan": plan, "progress": progress, "items": list(rows.all())}
 
 
-@router.get("/ui/plans/{plan_id}")
+@html_route(router, "/ui/plans/{plan_id:int}")
 async def plan_page(request: Request, plan_id: int) -> Response:
     """A plan: totals by class and action, the decision, the execution's progress."""
     op = await page(request)
@@ -284,7 +293,7 @@ async def plan_page(request: Request, plan_id: int) -> Response:
     return render(request, "plan.html.j2", **data)
 
 
-@router.get("/ui/plans/{plan_id}/progress")
+@html_route(router, "/ui/plans/{plan_id:int}/progress")
 async def plan_progress(request: Request, plan_id: int) -> Response:
     """The progress part of a plan's page (the page polls it while the plan runs)."""
     op = await page(request)
@@ -299,7 +308,7 @@ async def plan_progress(request: Request, plan_id: int) -> Response:
     return response
 
 
-@router.post("/ui/plans/{plan_id}/decision")
+@html_route(router, "/ui/plans/{plan_id:int}/decision", "POST")
 async def decide_plan(request: Request, plan_id: int) -> Response:
     """Approve or reject a draft plan (someone other than its author)."""
 
@@ -321,7 +330,7 @@ async def decide_plan(request: Request, plan_id: int) -> Response:
     return await act(request, (Role.APPROVER, Role.OPERATOR), f"/ui/plans/{plan_id}", work)
 
 
-@router.post("/ui/plans/{plan_id}/execute")
+@html_route(router, "/ui/plans/{plan_id:int}/execute", "POST")
 async def execute_plan(request: Request, plan_id: int) -> Response:
     """Queue an approved plan's execution (the worker runs it; the page shows its progress)."""
 
