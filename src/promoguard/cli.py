@@ -488,3 +488,23 @@ def _root(
 def main() -> Any:
     """Console-script entry point."""
     return app()
+
+
+@app.command("demo")
+def demo_command(
+    seed: Annotated[int, typer.Option(help="the same seed, the same sale")] = 11,
+    fast: Annotated[bool, typer.Option(help="a smaller sale: about a minute")] = False,
+    port: Annotated[int, typer.Option(help="the service's port")] = 8000,
+    workdir: Annotated[
+        Path, typer.Option(help="where the databases, logs, keys and post-mortem go")
+    ] = Path("promoguard-demo"),
+    exit_after: Annotated[
+        bool, typer.Option("--exit", help="stop the service at the end instead of waiting")
+    ] = False,
+) -> None:
+    """A Singles' Day that goes wrong and is put right, end to end, on this machine."""
+    from promoguard.demo import Demo, run_demo  # noqa: PLC0415
+
+    demo = Demo(seed=seed, fast=fast, port=port, workdir=workdir)
+    result = run_demo(demo, stay=not exit_after)
+    typer.echo(json.dumps(result.as_dict(), ensure_ascii=False))

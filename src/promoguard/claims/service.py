@@ -354,13 +354,14 @@ async def assess(
 
 
 def _record(claim: Claim, assessment: Assessment | None) -> None:
-    """Write the assessment onto the claim (the cause only when something is owed)."""
+    """Write the assessment onto the claim (the cause only when something is owed, or a plan
+    already paid or compensated the order)."""
     if assessment is None:
         return
     claim.incident_id = assessment.incident_id
     claim.klass = assessment.klass
     claim.action = assessment.action
-    if assessment.owes:
+    if assessment.owes or assessment.payout_id is not None or assessment.coupon_id is not None:
         claim.cause = assessment.cause
         claim.currency = assessment.currency
         claim.amount = assessment.refund
@@ -671,14 +672,16 @@ async def _decide_automatically(
         _conclude(claim, "not_affected", why)
         _move(session, claim, ClaimStatus.REJECTED, actor=_SYSTEM, message=why, now=now)
         return
-    if assessment.action in _NOTHING_OWED or not assessment.owes:
+    # A plan that already refunded or compensated this order has decided it: the claim follows.
+    done_by_plan = assessment.payout_id is not None or assessment.coupon_id is not None
+    if assessment.action in _NOTHING_OWED or not (assessment.owes or done_by_plan):
         why = f"checked against incident {assessment.incident_id}: {assessment.reason}"
         _conclude(claim, "nothing_owed", why)
         _move(
             session, claim, ClaimStatus.REJECTED, actor=_SYSTEM, message=why, now=now, detail=detail
         )
         return
-    if assessment.action not in _PAYABLE:  # the policy cancels the order: a person looks
+    if assessment.action not in _PAYABLE and not done_by_plan:  # a cancellation: a person looks
         why = f"incident {assessment.incident_id}: {assessment.reason}"
         _conclude(claim, "review_required", why)
         _move(
