@@ -268,3 +268,37 @@ def test_the_javascript_client_signs_like_the_server(tmp_path):
         expected = _signed({**case, "body": str(case["body"]).encode()})
         assert answer == expected, case
     assert signing.sorted_query(tricky) == "a=1&a=x+y&a=%7E1&b=2&c=&z=%2F%C3%A9".replace("%7E", "~")
+
+
+def test_the_playbook_helper_signs_like_the_server():
+    if shutil.which("openssl") is None or shutil.which("bash") is None:
+        pytest.skip("needs bash and openssl")
+    helper = _block(
+        (DOCS / "playbook.md").read_text(encoding="utf-8"), "## Calling the API", "bash"
+    )
+    fake_curl = 'curl() { printf "%s\\n" "$@"; }\n'
+    calls = (
+        'promo POST /v1/coupons/d11-coupon/claims \'{"customer_id":"c-1001"}\'\n'
+        "NONCE=7d1e4c9a0b2f3e58 promo GET "
+        "'/v1/claims?limit=20&overdue=true&status=needs_review'\n"
+    )
+    result = subprocess.run(
+        ["bash", "-c", fake_curl + helper + calls],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PROMO_URL": "http://promo.test",
+            "PROMO_KEY": KEY,
+            "PROMO_SECRET": SECRET,
+            "TS": str(STAMP),
+            "NONCE": "3f6c0f3b9a2d4e51",
+        },
+    )
+    lines = result.stdout.splitlines()
+    for example in EXAMPLES.values():
+        signature = _signed(example)["X-Promoguard-Signature"]
+        assert f"X-Promoguard-Signature: {signature}" in lines
+    assert '{"customer_id":"c-1001"}' in lines
+    assert "http://promo.test/v1/claims?limit=20&overdue=true&status=needs_review" in lines
