@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed  ## price the bundled example carts under the bundled example campaigns
-	$(BIN)/promoguard price
+run: $(VENV)/.installed  ## the 双11 demo: a sale that goes wrong and is put right (see README)
+	$(BIN)/promoguard demo --fast
 
 test: $(VENV)/.installed  ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .
