@@ -119,6 +119,15 @@ def _free_port() -> int:
         return port
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _shift(spec: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The bundled campaign, its window moved to today's sale."""
     spec = dict(spec)
@@ -142,6 +151,9 @@ class Demo:
         self.rng = random.Random(self.seed)
         self.customers = 400 if self.fast else 2500
         self.flash_stock = 20 if self.fast else 100
+        if not _port_free(self.port):
+            taken, self.port = self.port, _free_port()
+            self.console.print(f"port {taken} is in use: the service takes {self.port} instead")
         self.base = f"http://127.0.0.1:{self.port}"
         self.secret = secrets.token_hex(24)
         self.processes: list[subprocess.Popen[bytes]] = []
