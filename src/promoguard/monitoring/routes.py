@@ -69,7 +69,7 @@ class TrafficOut(BaseModel):
 @traffic_router.get(
     "/{campaign_id}/traffic",
     summary="A campaign's orders, discount and realised discount rate per minute",
-    dependencies=[allow(Role.OPERATOR, Role.APPROVER, Role.AUDITOR, route="alerts_read")],
+    dependencies=[allow(Role.OPERATOR, Role.APPROVER, Role.AUDITOR, route="traffic_read")],
 )
 async def traffic(
     campaign_id: Annotated[str, Path(max_length=64)],

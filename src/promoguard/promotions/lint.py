@@ -224,14 +224,14 @@ CHECKS: Mapping[str, Check] = MappingProxyType(
                 "L106",
                 "unit_mixup_tiers",
                 _W,
-                "An amount about 100x or 1/100 of the rule's other amounts",
+                "An amount 50x or 1/50 of the rule's other amounts or more: yuan keyed as fen",
                 "Amounts are minor units (fen): ¥200 is 20000. Retype the odd one out.",
             ),
             Check(
                 "L107",
                 "unit_mixup_catalogue",
                 _W,
-                "An amount about 100x or 1/100 of the catalogue's prices in scope",
+                "An amount 50x or 1/50 of the catalogue's prices in scope or more: yuan as fen",
                 "Amounts are minor units (fen): ¥39.90 is 3990. Compare with the list prices "
                 "of the SKUs in scope.",
             ),
