@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run explore test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(VENV)/.installed  ## the 双11 demo: a sale that goes wrong and is put right (see README)
-	$(BIN)/promoguard demo --fast
+	$(BIN)/promoguard demo --fast --exit
+
+explore: $(VENV)/.installed  ## serve what the last demo did (its database and keys) on :8000
+	set -a && . ./promoguard-demo/demo.env && set +a && \
+		PROMOGUARD_MEMBER_TIERS_URL= PROMOGUARD_PAYMENT_PROVIDER_URL= $(BIN)/promoguard serve
 
 test: $(VENV)/.installed  ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .

@@ -279,6 +279,7 @@ class Demo:
             "PROMOGUARD_MEMBER_TIERS_URL": member,
             "PROMOGUARD_PAYMENT_PROVIDER_URL": provider,
         }
+        self.env = env
         self._start("serve", ["serve", "--port", str(self.port)], f"{self.base}/healthz", env)
         self._start("worker", ["worker", "--workers", "2"], "", env)
 
@@ -724,16 +725,30 @@ def run_demo(demo: Demo, *, stay: bool) -> DemoResult:
             demo.start()
         asyncio.run(demo.sale())
         demo.summary()
-        demo.console.print(
-            f"The service: {demo.base} (API docs {demo.base}/docs; dashboard {demo.base}/ui). "
-            f"Keys and logs are in {demo.workdir}."
-        )
         (demo.workdir / "keys.json").write_text(json.dumps(demo.keys, indent=2))
+        env = demo.workdir / "demo.env"
+        env.write_text(
+            "".join(
+                f"{k}={v}\n"
+                for k, v in demo.env.items()
+                if k.startswith("PROMOGUARD_") and k != "PROMOGUARD_REMEDIATION_POLICY"
+            )
+        )
         if stay:
-            demo.console.print("Press Ctrl-C to stop.")
+            demo.console.print(
+                f"The service: {demo.base} (API docs {demo.base}/docs; dashboard "
+                f"{demo.base}/ui; the keys are in {demo.workdir / 'keys.json'}). "
+                "Press Ctrl-C to stop."
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 while all(p.poll() is None for p in demo.processes):
                     time.sleep(1)
+        else:
+            demo.console.print(
+                f"Explore what it did: [bold]make explore[/] (or `set -a; . {env}; set +a; "
+                f"promoguard serve`) and open http://127.0.0.1:8000/docs or /ui; the keys are in "
+                f"{demo.workdir / 'keys.json'}."
+            )
         return demo.result
     finally:
         demo.stop()
