@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -141,6 +142,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         if "cannot contain NUL" in str(exc.orig):
             return problem(422, "invalid_request", "text cannot contain NUL (U+0000) characters")
         return await _bug(request, exc)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
+        # A shared counter (stock, budget, limits) cannot be read or taken: refused, not
+        # guessed; the request's transaction has rolled back.
+        log.warning("Redis unavailable: %s", exc)
+        return problem(
+            503,
+            "counter_store_unavailable",
+            "the shared counter store (Redis) is unavailable: nothing was done, try again",
+        )
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
@@ -314,8 +326,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         guard = Guard(
             db=db,
             master_secret=settings.secret_key,
-            nonces=RedisNonces(redis) if redis is not None else DatabaseNonces(db),
-            limits=RateLimits(settings.rate_limits, settings.redis_url),
+            nonces=(
+                RedisNonces(redis, settings.redis_prefix)
+                if redis is not None
+                else DatabaseNonces(db)
+            ),
+            limits=RateLimits(settings.rate_limits, settings.redis_url, settings.redis_prefix),
             signing_required=frozenset(settings.signing_required),
             skew=timedelta(seconds=settings.clock_skew_seconds),
             trusted_proxies=settings.trusted_proxies,

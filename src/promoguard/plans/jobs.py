@@ -156,7 +156,7 @@ class PlanQueue:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.huey: Huey = (
-            RedisHuey("promoguard", url=settings.redis_url)
+            RedisHuey(f"{settings.redis_prefix}queue", url=settings.redis_url)
             if settings.redis_url
             else SqliteHuey("promoguard", filename=settings.queue_path)
         )

@@ -128,13 +128,15 @@ class DatabaseNonces(_Batched):
 
 class RedisNonces(_Batched):
     """Nonces as Redis keys with an expiry, shared by every worker: one pipeline of
-    ``SET promoguard:nonce:<key>:<nonce> 1 NX EX <window>`` per batch."""
+    ``SET <prefix>nonce:<key>:<nonce> 1 NX EX <window>`` per batch (``promoguard:`` by
+    default: ``PROMOGUARD_REDIS_PREFIX``)."""
 
     store_errors = (RedisError,)
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str = "promoguard:") -> None:
         super().__init__()
         self._redis = redis
+        self._prefix = f"{prefix}nonce:"
 
     async def _write(
         self,
@@ -146,6 +148,6 @@ class RedisNonces(_Batched):
         keys = list(dict.fromkeys((key_id, nonce) for key_id, nonce, _, _ in batch))
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id, nonce in keys:
-                pipe.set(f"promoguard:nonce:{key_id}:{nonce}", 1, nx=True, ex=seconds)
+                pipe.set(f"{self._prefix}{key_id}:{nonce}", 1, nx=True, ex=seconds)
             answers = await pipe.execute()
         return {key for key, fresh in zip(keys, answers, strict=True) if fresh}

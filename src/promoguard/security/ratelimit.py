@@ -37,7 +37,12 @@ class RateLimitedError(PromoguardError):
 class RateLimits:
     """The configured limits over one storage."""
 
-    def __init__(self, rules: dict[str, dict[str, str]], redis_url: str | None) -> None:
+    def __init__(
+        self,
+        rules: dict[str, dict[str, str]],
+        redis_url: str | None,
+        prefix: str = "promoguard:",
+    ) -> None:
         self.rules: dict[str, list[tuple[str, RateLimitItem]]] = {}
         for route, scopes in rules.items():
             try:
@@ -45,7 +50,9 @@ class RateLimits:
             except ValueError as exc:
                 raise ConfigurationError(f"rate limit for {route!r}: {exc}") from None
         storage = (
-            storage_from_string(f"async+{redis_url}", implementation="redispy")
+            storage_from_string(
+                f"async+{redis_url}", implementation="redispy", key_prefix=f"{prefix}limits"
+            )
             if redis_url
             else storage_from_string("async+memory://")
         )
