@@ -94,7 +94,7 @@ class Visit:
     def watch(self, page: Any) -> Any:
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.set_default_timeout(15_000)
+        page.set_default_timeout(30_000)  # a ceiling for a loaded CI machine, not a measurement
         return page
 
     def check(self, page: Any, name: str) -> None:
@@ -273,7 +273,10 @@ def _customer_applies(customer: Any, visit: Visit, base: str, order: str) -> str
     customer.get_by_label("Reason").select_option("other")
     customer.get_by_label("Details (optional)").fill("The parcel arrived crushed.")
     customer.get_by_role("button", name="Submit the application").click()
-    customer.locator("#claim-status").filter(has_text="Being reviewed by a person").wait_for()
+    customer.wait_for_load_state("load")
+    assert "/claim/status/cl_" in customer.url, customer.locator("main").inner_text()
+    status = customer.locator("#claim-status").get_attribute("data-status")
+    assert status == "needs_review", customer.locator("main").inner_text()
     visit.check(customer, "claim-submitted")
     claim: str = customer.url.split("/claim/status/")[1].split("?")[0]
     return claim
