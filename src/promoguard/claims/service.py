@@ -41,11 +41,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard import audit
-from promoguard.campaigns import service as campaigns
-from promoguard.campaigns.models import VersionState
 from promoguard.claims.models import Claim, ClaimEvent, ClaimReason, ClaimStatus
 from promoguard.claims.notices import notice_for
-from promoguard.coupons.models import CouponState, CouponStock, IssuedCoupon
+from promoguard.coupons import service as coupons
+from promoguard.coupons.models import IssuedCoupon
 from promoguard.errors import ConflictError, InvalidError, NotFoundError
 from promoguard.incidents.models import Incident
 from promoguard.incidents.service import versions_of
@@ -379,10 +378,9 @@ async def _give_coupon(
     coupon_id = str(uuid.uuid5(COUPON_NAMESPACE, key))
     if await session.get(IssuedCoupon, coupon_id) is not None:
         return coupon_id
-    campaign_id = f"comp-{claim.id}"
     value, min_spend, days = coupon["value"], coupon["min_spend"], coupon["valid_days"]
     spec = {
-        "id": campaign_id,
+        "id": f"comp-{claim.id}",
         "kind": "coupon",
         "name": f"补偿券 compensation (claim {claim.id})",
         "scope": {"all_items": True},
@@ -394,31 +392,15 @@ async def _give_coupon(
         "valid_from": now.isoformat(),
         "valid_until": (now + timedelta(days=days)).isoformat(),
     }
-    actor = f"claim:{claim.id}"
-    _, version = await campaigns.create_campaign(session, spec=spec, author=actor)
-    # The claim's approval is this campaign's review; nobody can claim it (its one coupon is
-    # given here).
-    version.state = VersionState.APPROVED
-    session.add(CouponStock(campaign_id=campaign_id, issued=1))
-    await session.flush()
-    await campaigns.activate(
+    # The claim's approval is this campaign's review; its one coupon is given here.
+    await coupons.grant(
         session,
-        campaign_id=campaign_id,
-        version=1,
-        actor=actor,
+        campaign_id=spec["id"],
+        spec=spec,
+        holders=[(coupon_id, claim.customer_id)],
+        actor=f"claim:{claim.id}",
         reason=f"compensation coupon of claim {claim.id}",
-    )
-    await session.execute(
-        upsert_insert(session)(IssuedCoupon)
-        .values(
-            id=coupon_id,
-            campaign_id=campaign_id,
-            campaign_version=1,
-            customer_id=claim.customer_id,
-            state=CouponState.ISSUED.value,
-            issued_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
+        now=now,
     )
     return coupon_id
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -123,3 +124,56 @@ async def wallet(
         query = query.where(IssuedCoupon.state == state)
     rows = await session.scalars(query.order_by(IssuedCoupon.issued_at.desc(), IssuedCoupon.id))
     return rows.all()
+
+
+async def grant(
+    session: AsyncSession,
+    *,
+    campaign_id: str,
+    spec: dict[str, Any] | None,
+    holders: Sequence[tuple[str, str]],
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Give coupons of a new coupon campaign to chosen customers: compensation, a campaign
+    extended for its affected customers.
+
+    A campaign that does not exist yet is made from ``spec`` (a coupon rule), approved by what
+    approved the grant (``reason``, on its timeline) and made live with no stock left to claim,
+    so nobody else can claim it; an existing one (a coupon re-issued) is used as it is. Each
+    ``(coupon id, customer)`` of ``holders`` is issued once: the ids are the caller's
+    deterministic ones, and an id issued before is left as it is.
+    """
+    from promoguard.campaigns import service as campaigns  # noqa: PLC0415 (campaigns use coupons)
+    from promoguard.campaigns.models import VersionState  # noqa: PLC0415
+    from promoguard.store.db import upsert_insert  # noqa: PLC0415
+
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None:
+        if spec is None:
+            raise NotFoundError("campaign_not_found", f"there is no campaign {campaign_id!r}")
+        campaign, version = await campaigns.create_campaign(session, spec=spec, author=actor)
+        version.state = VersionState.APPROVED
+        session.add(CouponStock(campaign_id=campaign_id, issued=spec["quantity"]))
+        await session.flush()
+        await campaigns.activate(
+            session, campaign_id=campaign_id, version=1, actor=actor, reason=reason
+        )
+    rows = [
+        {
+            "id": coupon_id,
+            "campaign_id": campaign_id,
+            "campaign_version": campaign.live_version or 1,
+            "customer_id": customer,
+            "state": CouponState.ISSUED.value,
+            "issued_at": now,
+        }
+        for coupon_id, customer in holders
+    ]
+    for start in range(0, len(rows), 1000):
+        await session.execute(
+            upsert_insert(session)(IssuedCoupon)
+            .values(rows[start : start + 1000])
+            .on_conflict_do_nothing(index_elements=["id"])
+        )

@@ -21,7 +21,6 @@ Every step is idempotent, so a crashed worker resumes by running the plan again.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,9 +29,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promoguard.campaigns import service as campaigns
-from promoguard.campaigns.models import Campaign, CampaignVersion, VersionState
-from promoguard.coupons.models import CouponState, CouponStock, IssuedCoupon
+from promoguard.campaigns.models import CampaignVersion
+from promoguard.coupons import service as coupons
 from promoguard.errors import ConflictError, ForbiddenError, NotFoundError
 from promoguard.incidents import service as incidents
 from promoguard.incidents.models import Incident
@@ -212,16 +210,13 @@ async def _items(
     return list(rows.all())
 
 
-async def _coupon_campaign(
-    session: AsyncSession, plan: RemediationPlan, coupon: dict[str, Any], count: int, now: datetime
-) -> str:
-    """The live coupon campaign of one compensation shape, made once per plan and shape."""
+def _compensation_spec(
+    plan: RemediationPlan, coupon: dict[str, Any], count: int, now: datetime
+) -> dict[str, Any]:
+    """The coupon campaign of one compensation shape of a plan."""
     value, min_spend, days = coupon["value"], coupon["min_spend"], coupon["valid_days"]
-    campaign_id = f"comp-p{plan.id}-{value}-{min_spend}-{days}"
-    if await session.get(Campaign, campaign_id) is not None:
-        return campaign_id
-    spec = {
-        "id": campaign_id,
+    return {
+        "id": f"comp-p{plan.id}-{value}-{min_spend}-{days}",
         "kind": "coupon",
         "name": f"补偿券 compensation (plan {plan.id})",
         "scope": {"all_items": True},
@@ -233,64 +228,38 @@ async def _coupon_campaign(
         "valid_from": now.isoformat(),
         "valid_until": (now + timedelta(days=days)).isoformat(),
     }
-    actor = f"plan:{plan.id}"
-    _, version = await campaigns.create_campaign(session, spec=spec, author=actor)
-    # The plan's approval is this campaign's review; nobody can claim it (no stock left).
-    version.state = VersionState.APPROVED
-    session.add(CouponStock(campaign_id=campaign_id, issued=count))
-    await session.flush()
-    await campaigns.activate(
-        session,
-        campaign_id=campaign_id,
-        version=1,
-        actor=actor,
-        reason=f"compensation coupons of remediation plan {plan.id}, approved by {plan.decided_by}",
-    )
-    return campaign_id
 
 
 async def _give_coupons(
     session: AsyncSession, plan: RemediationPlan, items: list[RemediationItem], now: datetime
-) -> int:
+) -> None:
+    """Give each item's coupon once: a compensation coupon (a campaign per shape) or a failed
+    claim's coupon re-issued from its own campaign; ids from the items' keys."""
     wanting = [i for i in items if i.coupon is not None and i.coupon_id is None]
-    shapes = Counter(
-        (i.coupon["value"], i.coupon["min_spend"], i.coupon["valid_days"])  # type: ignore[index]
-        for i in wanting
-        if not i.coupon.get("campaign_id")  # type: ignore[union-attr]
-    )
-    campaign_of: dict[tuple[int, int, int], str] = {}
-    for (value, min_spend, days), count in sorted(shapes.items()):
-        shape = {"value": value, "min_spend": min_spend, "valid_days": days}
-        campaign_of[(value, min_spend, days)] = await _coupon_campaign(
-            session, plan, shape, count, now
-        )
-    rows = []
+    groups: dict[str, list[RemediationItem]] = {}
+    shapes: dict[str, dict[str, Any]] = {}
     for item in wanting:
         coupon: dict[str, Any] = item.coupon  # type: ignore[assignment]
-        campaign_id = (
-            coupon.get("campaign_id")
-            or campaign_of[(coupon["value"], coupon["min_spend"], coupon["valid_days"])]
+        campaign_id = coupon.get("campaign_id")
+        if not campaign_id:
+            campaign_id = _compensation_spec(plan, coupon, 0, now)["id"]
+            shapes[campaign_id] = coupon
+        groups.setdefault(campaign_id, []).append(item)
+    for campaign_id, members in sorted(groups.items()):
+        holders = []
+        for item in members:
+            item.coupon_id = str(uuid.uuid5(COUPON_NAMESPACE, item.idempotency_key))
+            holders.append((item.coupon_id, item.customer_id))
+        shape = shapes.get(campaign_id)
+        await coupons.grant(
+            session,
+            campaign_id=campaign_id,
+            spec=None if shape is None else _compensation_spec(plan, shape, len(members), now),
+            holders=holders,
+            actor=f"plan:{plan.id}",
+            reason=f"coupons of remediation plan {plan.id}, approved by {plan.decided_by}",
+            now=now,
         )
-        live = await session.get(Campaign, campaign_id)
-        coupon_id = str(uuid.uuid5(COUPON_NAMESPACE, item.idempotency_key))
-        rows.append(
-            {
-                "id": coupon_id,
-                "campaign_id": campaign_id,
-                "campaign_version": (live.live_version if live else None) or 1,
-                "customer_id": item.customer_id,
-                "state": CouponState.ISSUED.value,
-                "issued_at": now,
-            }
-        )
-        item.coupon_id = coupon_id
-    for start in range(0, len(rows), _CHUNK):
-        await session.execute(
-            upsert_insert(session)(IssuedCoupon)
-            .values(rows[start : start + _CHUNK])
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-    return len(rows)
 
 
 async def to_cancel(session: AsyncSession, plan: RemediationPlan) -> list[RemediationItem]:
@@ -383,35 +352,18 @@ async def _extend(session: AsyncSession, plan: RemediationPlan, now: datetime) -
                 "not one a coupon can carry",
             }
             continue
-        actor = f"plan:{plan.id}"
-        _, created = await campaigns.create_campaign(session, spec=spec, author=actor)
-        created.state = VersionState.APPROVED
-        session.add(CouponStock(campaign_id=spec["id"], issued=len(customers)))
-        await session.flush()
-        await campaigns.activate(
+        await coupons.grant(
             session,
             campaign_id=spec["id"],
-            version=1,
-            actor=actor,
+            spec=spec,
+            holders=[
+                (str(uuid.uuid5(COUPON_NAMESPACE, f"{spec['id']}:{customer}")), customer)
+                for customer in customers
+            ],
+            actor=f"plan:{plan.id}",
             reason=f"{campaign} extended {days} days for plan {plan.id}'s customers",
+            now=now,
         )
-        rows = [
-            {
-                "id": str(uuid.uuid5(COUPON_NAMESPACE, f"{spec['id']}:{customer}")),
-                "campaign_id": spec["id"],
-                "campaign_version": 1,
-                "customer_id": customer,
-                "state": CouponState.ISSUED.value,
-                "issued_at": now,
-            }
-            for customer in customers
-        ]
-        for start in range(0, len(rows), _CHUNK):
-            await session.execute(
-                upsert_insert(session)(IssuedCoupon)
-                .values(rows[start : start + _CHUNK])
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
         done[campaign] = {"extended": len(customers), "coupon_campaign": spec["id"], "days": days}
     plan.summary = {**plan.summary, "extended": done}
 
