@@ -14,13 +14,19 @@ The report holds when:
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
 from promoguard.payments.models import PAID_EVENTS, LedgerEntry, Payout, PayoutStatus
-from promoguard.payments.provider import PaymentProvider, Refund, RefundStatus
+from promoguard.payments.provider import (
+    PaymentProvider,
+    Refund,
+    RefundStatus,
+    RetryableProviderError,
+)
 from promoguard.store.db import Database
 
 __all__ = ["Discrepancy", "ReconciliationReport", "provider_refunds", "reconcile"]
@@ -75,12 +81,28 @@ class ReconciliationReport:
         )
 
 
+PAGE_TRIES = 5
+"""Tries per page: a provider answering 5xx or timing out now and then still reconciles."""
+
+
+async def _page(provider: PaymentProvider, after: str | None) -> list[Refund]:
+    for attempt in range(1, PAGE_TRIES + 1):
+        try:
+            return list(await provider.list_refunds(starting_after=after, limit=PAGE))
+        except RetryableProviderError:
+            if attempt == PAGE_TRIES:
+                raise
+            await asyncio.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 async def provider_refunds(provider: PaymentProvider) -> list[Refund]:
-    """Every refund at the provider, oldest first (paged)."""
+    """Every refund at the provider, oldest first (paged; a page that fails for a passing
+    reason is asked again, a few times)."""
     refunds: list[Refund] = []
     after: str | None = None
     while True:
-        page = await provider.list_refunds(starting_after=after, limit=PAGE)
+        page = await _page(provider, after)
         refunds.extend(page)
         if len(page) < PAGE:
             return refunds
