@@ -122,7 +122,9 @@ def cart_of(currency: str, lines: Sequence[LineRecord], cache: LineCache | None 
 def customer_of(facts: Mapping[str, Any], *, member_tier: str | None = None) -> Customer:
     """The customer facts the order was priced with (``member_tier`` replaces the recorded
     tier when given: a degraded quote priced without one)."""
-    return Customer(
+    # Built without validation: checkout validated these facts before it stored them, and the
+    # fields are given their exact types here (a plan builds one per affected order).
+    return Customer.model_construct(
         id=facts["id"],
         member_tier=member_tier if member_tier is not None else facts.get("member_tier"),
         first_order=bool(facts.get("first_order", False)),
