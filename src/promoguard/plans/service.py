@@ -34,6 +34,7 @@ from promoguard.coupons import service as coupons
 from promoguard.errors import ConflictError, ForbiddenError, NotFoundError
 from promoguard.incidents import service as incidents
 from promoguard.incidents.models import Incident
+from promoguard.money import format_minor
 from promoguard.payments.models import Payout, PayoutStatus
 from promoguard.payments.payer import NewPayout, plan_payouts
 from promoguard.plans.models import ItemStatus, PlanStatus, RemediationItem, RemediationPlan
@@ -155,7 +156,7 @@ async def save_draft(
         actor=actor,
         kind="plan",
         message=f"remediation plan {plan.id} drafted: {len(draft.items)} items, "
-        f"{draft.refund_total} to refund",
+        f"{format_minor(draft.refund_total)} to refund",
         now=now,
         detail={"plan_id": plan.id, "by_action": summary["by_action"]},
     )
@@ -457,7 +458,7 @@ async def settle(session: AsyncSession, plan: RemediationPlan, *, now: datetime)
             incident,
             actor=f"plan:{plan.id}",
             kind="payouts",
-            message=f"remediation plan {plan.id} done: {counts['paid']} paid in "
+            message=f"remediation plan {plan.id} done: {format_minor(counts['paid'])} paid in "
             f"{counts['items']['done']} items, {counts['items']['failed']} failed, "
             f"{counts['items']['skipped']} skipped",
             now=now,
