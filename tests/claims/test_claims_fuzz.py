@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from tests.claims.conftest import claims_app, client_for
-from tests.service.conftest import SECRET, make_key
+from tests.service.conftest import SECRET, make_key, signed_client
 from tests.service.helpers import line, order, quote
 
+from promoguard.app import create_app
 from promoguard.settings import Settings
 from promoguard.store import migrate
 
@@ -40,7 +40,7 @@ SETTINGS = Settings(
     signing_required=[],
 )
 migrate.upgrade(SETTINGS.database_url)
-APP = claims_app(SETTINGS)
+APP = create_app(SETTINGS)
 CONFIG = schemathesis.Config.from_dict(
     {
         **({"seed": int(SEED)} if SEED else {}),
@@ -60,7 +60,7 @@ HEADERS: dict[str, str] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def _seeded() -> Iterator[None]:
-    with client_for(SETTINGS) as client:
+    with signed_client(SETTINGS) as client:
         placed = order(
             client, quote(client, [line("a", 25000)], customer="fz-c")["quote_token"], "k"
         )

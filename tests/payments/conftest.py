@@ -119,3 +119,45 @@ def simulator(tmp_path: Path) -> Iterator[Simulator]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def faulty_simulator(db: Path) -> Simulator:
+    """A simulated provider for the crash tests: some refund requests fail, some are held past
+    the client's timeout and applied anyway, some refunds are confirmed late."""
+    return start_simulator(
+        db,
+        "--seed", "11",
+        "--failure-rate", "0.02",
+        "--timeout-rate", "0.002",
+        "--hang-ms", "800",
+        "--pending-rate", "0.01",
+        "--confirm-after-ms", "200",
+    )  # fmt: skip
+
+
+def payer_env(url: str, simulator: Simulator, **extra: str) -> dict[str, str]:
+    """The environment of a worker process paying against ``simulator`` quickly: a short
+    client timeout and claim lease, short backoffs, many attempts."""
+    return {
+        **os.environ,
+        "PROMOGUARD_DATABASE_URL": url,
+        "PROMOGUARD_PAYMENT_PROVIDER_URL": simulator.url,
+        "PROMOGUARD_PAYMENT_TIMEOUT_SECONDS": "0.4",
+        "PROMOGUARD_PAYMENT_CLAIM_TIMEOUT_SECONDS": "1",
+        "PROMOGUARD_PAYMENT_BACKOFF_BASE_SECONDS": "0.05",
+        "PROMOGUARD_PAYMENT_BACKOFF_MAX_SECONDS": "0.5",
+        "PROMOGUARD_PAYMENT_MAX_ATTEMPTS": "12",
+        "PROMOGUARD_PAYMENT_POLL_SECONDS": "0.2",
+        "PROMOGUARD_PAYMENT_CONCURRENCY": "32",
+        **extra,
+    }
+
+
+def paid_rows(db_file: Path) -> int:
+    """Money-out ledger rows in a SQLite database file."""
+    with sqlite3.connect(db_file) as connection:
+        return int(
+            connection.execute(
+                "SELECT COUNT(*) FROM payout_ledger WHERE event IN ('succeeded', 'confirmed')"
+            ).fetchone()[0]
+        )

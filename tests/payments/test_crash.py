@@ -4,9 +4,7 @@ started again, pays every payout exactly once — checked in the provider's own 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -16,7 +14,7 @@ from promoguard.payments.payer import NewPayout, plan_payouts
 from promoguard.store import migrate
 from promoguard.store.db import Database, utcnow
 
-from .conftest import PROMOGUARD, start_simulator, wait_for
+from .conftest import PROMOGUARD, faulty_simulator, paid_rows, payer_env, wait_for
 
 PAYOUTS = 5000
 CAUSE = "incident:1:overcharge"
@@ -24,15 +22,6 @@ CAUSE = "incident:1:overcharge"
 
 def amount_of(index: int) -> int:
     return 100 + (index * 37) % 9_900
-
-
-def paid_rows(db_file: Path) -> int:
-    with sqlite3.connect(db_file) as connection:
-        return int(
-            connection.execute(
-                "SELECT COUNT(*) FROM payout_ledger WHERE event IN ('succeeded', 'confirmed')"
-            ).fetchone()[0]
-        )
 
 
 def test_a_worker_killed_mid_plan_and_restarted_pays_every_payout_exactly_once(tmp_path: Path):
@@ -53,29 +42,8 @@ def test_a_worker_killed_mid_plan_and_restarted_pays_every_payout_exactly_once(t
             await db.dispose()
 
     asyncio.run(plan())
-    # Some refund requests fail, some are held past the client's timeout and applied anyway,
-    # some refunds are confirmed late.
-    simulator = start_simulator(
-        tmp_path / "provider.db",
-        "--seed", "11",
-        "--failure-rate", "0.02",
-        "--timeout-rate", "0.002",
-        "--hang-ms", "800",
-        "--pending-rate", "0.01",
-        "--confirm-after-ms", "200",
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "PROMOGUARD_DATABASE_URL": url,
-        "PROMOGUARD_PAYMENT_PROVIDER_URL": simulator.url,
-        "PROMOGUARD_PAYMENT_TIMEOUT_SECONDS": "0.4",
-        "PROMOGUARD_PAYMENT_CLAIM_TIMEOUT_SECONDS": "1",
-        "PROMOGUARD_PAYMENT_BACKOFF_BASE_SECONDS": "0.05",
-        "PROMOGUARD_PAYMENT_BACKOFF_MAX_SECONDS": "0.5",
-        "PROMOGUARD_PAYMENT_MAX_ATTEMPTS": "12",
-        "PROMOGUARD_PAYMENT_POLL_SECONDS": "0.2",
-        "PROMOGUARD_PAYMENT_CONCURRENCY": "32",
-    }
+    simulator = faulty_simulator(tmp_path / "provider.db")
+    env = payer_env(url, simulator)
     try:
         worker = subprocess.Popen(
             [PROMOGUARD, "payments", "pay"],

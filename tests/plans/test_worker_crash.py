@@ -12,7 +12,6 @@ applies them anyway, and confirms some late.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +19,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.payments.conftest import PROMOGUARD, start_simulator, wait_for
+from tests.payments.conftest import (
+    PROMOGUARD,
+    faulty_simulator,
+    paid_rows,
+    payer_env,
+    wait_for,
+)
 
 from promoguard.incidents import service as incidents
 from promoguard.incidents.grading import IncidentPolicy
@@ -40,11 +45,6 @@ def amount_of(index: int) -> int:
 def scalar(db_file: Path, sql: str) -> object:
     with sqlite3.connect(db_file) as connection:
         return connection.execute(sql).fetchone()[0]
-
-
-def paid(db_file: Path) -> int:
-    sql = "SELECT COUNT(*) FROM payout_ledger WHERE event IN ('succeeded', 'confirmed')"
-    return int(scalar(db_file, sql))  # type: ignore[call-overload]
 
 
 def approved_plan(url: str) -> tuple[int, str]:
@@ -104,29 +104,13 @@ def test_a_worker_killed_mid_plan_and_restarted_pays_every_item_exactly_once(tmp
     url = f"sqlite:///{db_file}"
     migrate.upgrade(url)
     plan_id, cause = approved_plan(url)
-    simulator = start_simulator(
-        tmp_path / "provider.db",
-        "--seed", "11",
-        "--failure-rate", "0.02",
-        "--timeout-rate", "0.002",
-        "--hang-ms", "800",
-        "--pending-rate", "0.01",
-        "--confirm-after-ms", "200",
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "PROMOGUARD_DATABASE_URL": url,
-        "PROMOGUARD_QUEUE_PATH": str(tmp_path / "queue.db"),
-        "PROMOGUARD_REDIS_URL": "",
-        "PROMOGUARD_PAYMENT_PROVIDER_URL": simulator.url,
-        "PROMOGUARD_PAYMENT_TIMEOUT_SECONDS": "0.4",
-        "PROMOGUARD_PAYMENT_CLAIM_TIMEOUT_SECONDS": "1",
-        "PROMOGUARD_PAYMENT_BACKOFF_BASE_SECONDS": "0.05",
-        "PROMOGUARD_PAYMENT_BACKOFF_MAX_SECONDS": "0.5",
-        "PROMOGUARD_PAYMENT_MAX_ATTEMPTS": "12",
-        "PROMOGUARD_PAYMENT_POLL_SECONDS": "0.2",
-        "PROMOGUARD_PAYMENT_CONCURRENCY": "32",
-    }
+    simulator = faulty_simulator(tmp_path / "provider.db")
+    env = payer_env(
+        url,
+        simulator,
+        PROMOGUARD_QUEUE_PATH=str(tmp_path / "queue.db"),
+        PROMOGUARD_REDIS_URL="",
+    )
     settings = Settings(database_url=url, queue_path=env["PROMOGUARD_QUEUE_PATH"])
     PlanQueue(settings).enqueue(plan_id)  # what POST /v1/plans/{id}/execute does
 
@@ -145,10 +129,10 @@ def test_a_worker_killed_mid_plan_and_restarted_pays_every_item_exactly_once(tmp
     first = second = None
     try:
         first = worker()
-        wait_for(lambda: paid(db_file) >= 1500 or first.poll() is not None, "payouts")
+        wait_for(lambda: paid_rows(db_file) >= 1500 or first.poll() is not None, "payouts")
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=20) == -signal.SIGKILL
-        at_kill = paid(db_file)
+        at_kill = paid_rows(db_file)
         assert 1500 <= at_kill < ITEMS, "the worker was not killed midway"
         assert status() == "executing"
 
@@ -163,7 +147,7 @@ def test_a_worker_killed_mid_plan_and_restarted_pays_every_item_exactly_once(tmp
         assert {row["idempotency_key"]: row["amount"] for row in records} == expected
         assert {row["status"] for row in records} == {"succeeded"}
         assert simulator.stats()["requests"].get("failed_injected", 0) > 0  # faults did play
-        assert paid(db_file) == ITEMS
+        assert paid_rows(db_file) == ITEMS
         done = "SELECT COUNT(*) FROM remediation_items WHERE status = 'done'"
         assert scalar(db_file, done) == ITEMS
         reconciled = subprocess.run(
