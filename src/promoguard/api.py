@@ -20,7 +20,17 @@ from promoguard.security.keys import Role
 from promoguard.settings import Settings
 from promoguard.store.db import Database
 
-__all__ = ["PROBLEMS", "Actor", "FieldError", "Problem", "Services", "Svc", "allow", "now"]
+__all__ = [
+    "PROBLEMS",
+    "Actor",
+    "FieldError",
+    "Problem",
+    "Services",
+    "Svc",
+    "allow",
+    "not_bool",
+    "now",
+]
 
 
 class FieldError(BaseModel):
@@ -107,6 +117,13 @@ async def _actor() -> str:
 
 
 Actor = Annotated[str, Depends(_actor)]
+
+
+def not_bool(value: Any) -> Any:
+    """A ``BeforeValidator`` for whole-number inputs: JSON true/false would pass as 1/0."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
 
 
 def now() -> datetime:

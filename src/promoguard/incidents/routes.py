@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from sqlalchemy import select
 
-from promoguard.api import PROBLEMS, Actor, Svc, allow, now
+from promoguard.api import PROBLEMS, Actor, Svc, allow, not_bool, now
 from promoguard.incidents import report, service
 from promoguard.incidents.desk import IncidentDesk
 from promoguard.incidents.grading import Impact
@@ -28,15 +28,9 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("must be a whole number, not true or false")
-    return value
-
-
-Count = Annotated[int, Field(ge=0, le=10**9), BeforeValidator(_not_bool)]
+Count = Annotated[int, Field(ge=0, le=10**9), BeforeValidator(not_bool)]
 MinorUnits = Annotated[
-    int, Field(ge=0, le=_MONEY, description="minor units"), BeforeValidator(_not_bool)
+    int, Field(ge=0, le=_MONEY, description="minor units"), BeforeValidator(not_bool)
 ]
 
 
@@ -53,7 +47,7 @@ class VersionRef(_In):
     """One campaign version."""
 
     campaign_id: str = Field(min_length=1, max_length=64)
-    version: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_not_bool)]
+    version: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(not_bool)]
 
 
 class ImpactIn(_In):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select
 
-from promoguard.api import PROBLEMS, Actor, Svc, allow, now
+from promoguard.api import PROBLEMS, Actor, Svc, allow, not_bool, now
 from promoguard.incidents import service as incidents
 from promoguard.plans import service
 from promoguard.plans.jobs import PlanQueue
@@ -25,19 +25,13 @@ _READERS = (Role.OPERATOR, Role.APPROVER, Role.AUDITOR)
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("must be a whole number, not true or false")
-    return value
-
-
 class IntendedIn(BaseModel):
     """The version a faulty version should have been (None: the campaign should not have run)."""
 
     model_config = ConfigDict(extra="forbid")
     campaign_id: str = Field(min_length=1, max_length=64)
-    faulty: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_not_bool)]
-    intended: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_not_bool)] | None
+    faulty: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(not_bool)]
+    intended: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(not_bool)] | None
 
 
 class DraftIn(BaseModel):
