@@ -82,7 +82,9 @@ class LiveRules:
         self._listener: asyncio.Task[None] | None = None
         self._suppressed: dict[Version, float] = {}
         """Suppressed versions and until when (``clock`` time)."""
-        self._view: Snapshot | None = None
+        self._view: tuple[Snapshot, Snapshot] | None = None
+        """The last ``(base, what quotes see of it)``; good until ``_view_until``."""
+        self._view_until = 0.0
         self.heard = asyncio.Event()
         """Set whenever a change announced on Redis arrives (tests wait on it)."""
 
@@ -143,22 +145,25 @@ class LiveRules:
                 log.warning("could not announce a suppression on Redis", exc_info=True)
 
     def _present(self, base: Snapshot) -> Snapshot:
-        """``base`` without the suppressed versions (cached until either changes)."""
+        """``base`` without the suppressed versions; worked out once per base and suppression
+        (the quote path calls it while a suppression is on)."""
         if not self._suppressed:
             return base
         now = self._clock()
-        live = {(rule.id, rule.version) for rule in base.ruleset.rules}
+        cached = self._view
+        if cached is not None and cached[0] is base and now < self._view_until:
+            return cached[1]
         for key, until in list(self._suppressed.items()):
             if until <= now:
                 del self._suppressed[key]
+        live = {(rule.id, rule.version) for rule in base.ruleset.rules}
         hidden = frozenset(k for k in self._suppressed if k in live)
-        if not hidden:
-            return base
-        view = self._view
-        if view is None or view.stamp != base.stamp or view.suppressed != hidden:
+        view = base
+        if hidden:
             kept = [r.spec for r in base.ruleset.rules if (r.id, r.version) not in hidden]
             view = Snapshot(base.stamp, RuleSet(kept, self._policy), base.rollout, hidden)
-            self._view = view
+        self._view = (base, view)
+        self._view_until = min(self._suppressed.values(), default=now)
         return view
 
     def fresh(self, snapshot: Snapshot) -> Snapshot:
