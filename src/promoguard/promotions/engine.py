@@ -337,7 +337,10 @@ class RuleSet:
         by_sku, by_cat, by_tag = self._by_sku, self._by_category, self._by_tag
         for i, line in enumerate(lines):
             found = by_sku.get(line.sku, ()) + by_cat.get(line.category, ())
-            for tag in line.tags:
+            tags = line.tags
+            # A frozenset iterates in an order that depends on the process's hash seed; sorted,
+            # two workers explain the same cart in the same order.
+            for tag in sorted(tags) if len(tags) > 1 else tags:
                 found += by_tag.get(tag, ())
             for rule in found:
                 if rule.has_exclusions and rule.excludes(line):
