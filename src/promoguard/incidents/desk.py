@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.incidents import service
@@ -44,6 +44,21 @@ Announce = Callable[[AsyncSession, Incident, str, dict[str, Any]], Awaitable[Non
 
 async def _silent(*_: Any) -> None:
     return None
+
+
+_OPENING_LOCK = 0x70670001  # "pg" 0001: the key of the advisory lock below, one per database
+
+
+async def _one_opener_at_a_time(session: AsyncSession) -> None:
+    """Serialise "find the active incident, else open one" across processes.
+
+    Without it two workers raising the same alert at once (no Redis to claim it) both find no
+    incident and open two. SQLite already has one writer at a time (``BEGIN IMMEDIATE``); on
+    PostgreSQL a transaction-scoped advisory lock does the same for this one step, and is let go
+    at commit or rollback. Alerts are rare, so one lock for every subject costs nothing.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(_OPENING_LOCK)))
 
 
 class IncidentDesk:
@@ -75,6 +90,7 @@ class IncidentDesk:
         )
         detail = {"alert": alert.as_dict()}
         async with self._db.write() as session:
+            await _one_opener_at_a_time(session)
             existing = await self._active_for(session, alert)
             if existing is not None:
                 service.add_event(
