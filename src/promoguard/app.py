@@ -42,7 +42,7 @@ from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
 from promoguard.monitoring.alert_rules import AlertRule, default_rules, load_rules
 from promoguard.monitoring.bus import RedisBus
 from promoguard.monitoring.routes import router as alerts_router
-from promoguard.monitoring.routes import traffic_router
+from promoguard.monitoring.routes import routes_router, traffic_router
 from promoguard.monitoring.telemetry import Telemetry
 from promoguard.monitoring.watch import Watch
 from promoguard.notify.service import Notifications
@@ -258,6 +258,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(audit_router)
     app.include_router(alerts_router)
     app.include_router(traffic_router)
+    app.include_router(routes_router)
     app.include_router(incidents_router)
     app.include_router(plans_router)
     app.include_router(claims_router)
@@ -307,7 +308,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         app.state.telemetry = telemetry = Telemetry(
-            service_metrics, None if watch is None else watch.observe
+            service_metrics,
+            None if watch is None else watch.observe,
+            tripped=None if watch is None else watch.tripped,
         )
         checkout = Checkout(
             db,

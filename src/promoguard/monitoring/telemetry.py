@@ -31,10 +31,13 @@ class Telemetry:
         metrics: ServiceMetrics | None = None,
         observe: Callable[[Signal], None] | None = None,
         clock: Callable[[], float] = time.time,
+        tripped: Callable[[float, Sequence[tuple[str, int]]], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.observe = observe
         self._clock = clock
+        self.tripped = tripped
+        """Where a quote's guard trips go per campaign version (the watch's per-minute sums)."""
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One HTTP request answered."""
@@ -45,11 +48,20 @@ class Telemetry:
 
     def quoted(self, quote: Quote, degraded: bool) -> None:
         """One quote priced (and its guard trips)."""
-        if self.metrics is None:
-            return
-        self.metrics.quote(_discounts(quote), degraded)
-        for trip in quote.trips:
-            self.metrics.guard_trip(trip.rule_id, trip.limit)
+        if self.metrics is not None:
+            self.metrics.quote(_discounts(quote), degraded)
+            for trip in quote.trips:
+                self.metrics.guard_trip(trip.rule_id, trip.limit)
+        if quote.trips and self.tripped is not None:
+            # A trip names its rule (the campaign); the explanation has the version it priced.
+            versions = {e.rule_id: e.rule_version for e in quote.explanation}
+            tripped = [
+                (t.rule_id, versions[t.rule_id])
+                for t in quote.trips
+                if t.rule_id is not None and t.rule_id in versions
+            ]
+            if tripped:
+                self.tripped(self._clock(), tripped)
 
     def ordered(
         self,

@@ -7,11 +7,15 @@ them about once a second with one upsert that adds to the stored row (``INSERT â
 UPDATE SET orders = orders + excluded.orders``, on SQLite and PostgreSQL alike), so the rows are
 the sums over all workers. A flush that fails keeps its sums for the next one; at most
 ``max_keys`` sums are held (the oldest minutes go first, counted in :attr:`TrafficSums.dropped`).
+
+Guard trips are counted the same way, per campaign version and minute, from the quotes this
+worker priced (:meth:`TrafficSums.tripped`, called by the quote path's telemetry: a dictionary
+increment); a minute may hold trips and no orders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +39,7 @@ class Minute:
     orders: int = 0
     list_total: int = 0
     discount: int = 0
+    guard_trips: int = 0
 
 
 class TrafficSums:
@@ -47,22 +52,31 @@ class TrafficSums:
 
     def add(self, signals: Iterable[Signal]) -> None:
         """Count the orders among ``signals`` for each campaign version that discounted them."""
-        sums = self._sums
         for signal in signals:
             if not isinstance(signal, OrderSignal) or not signal.discounts:
                 continue
             minute = int(signal.at // 60)
             for campaign_id, version, amount in signal.discounts:
-                key = (campaign_id, version, minute)
-                entry = sums.get(key)
-                if entry is None:
-                    if len(sums) >= self._max:
-                        del sums[min(sums, key=lambda k: k[2])]
-                        self.dropped += 1
-                    entry = sums[key] = Minute()
+                entry = self._entry((campaign_id, version, minute))
                 entry.orders += 1
                 entry.list_total += signal.list_total
                 entry.discount += amount
+
+    def tripped(self, at: float, trips: Sequence[tuple[str, int]]) -> None:
+        """Count guard trips of a quote priced at ``at``: ``(campaign_id, version)`` per trip."""
+        minute = int(at // 60)
+        for campaign_id, version in trips:
+            self._entry((campaign_id, version, minute)).guard_trips += 1
+
+    def _entry(self, key: Key) -> Minute:
+        sums = self._sums
+        entry = sums.get(key)
+        if entry is None:
+            if len(sums) >= self._max:
+                del sums[min(sums, key=lambda k: k[2])]
+                self.dropped += 1
+            entry = sums[key] = Minute()
+        return entry
 
     def __len__(self) -> int:
         return len(self._sums)
@@ -80,6 +94,7 @@ class TrafficSums:
                 "orders": m.orders,
                 "list_total": m.list_total,
                 "discount": m.discount,
+                "guard_trips": m.guard_trips,
             }
             for (campaign_id, version, minute), m in sorted(self._sums.items())
         ]
@@ -90,6 +105,7 @@ class TrafficSums:
                 "orders": CampaignTraffic.orders + statement.excluded.orders,
                 "list_total": CampaignTraffic.list_total + statement.excluded.list_total,
                 "discount": CampaignTraffic.discount + statement.excluded.discount,
+                "guard_trips": CampaignTraffic.guard_trips + statement.excluded.guard_trips,
             },
         )
         await session.execute(statement)

@@ -41,6 +41,7 @@ from promoguard.monitoring.alert_rules import Action, AlertRule
 from promoguard.monitoring.bus import LocalBus, SignalBus
 from promoguard.monitoring.detectors import Alert, Monitor
 from promoguard.monitoring.models import AlertRecord
+from promoguard.monitoring.route_traffic import RouteSums
 from promoguard.monitoring.signals import Signal
 from promoguard.monitoring.traffic import TrafficSums
 from promoguard.store.db import Database
@@ -112,11 +113,17 @@ class Watch:
         self.bus: SignalBus = bus or LocalBus()
         self._bus_failures = FailureLog(log, "sharing monitoring signals")
         self.traffic = TrafficSums()
-        """This worker's own orders per campaign version and minute, flushed to the store."""
+        """This worker's own orders (and guard trips) per campaign version and minute, flushed
+        to the store."""
+        self.routes = RouteSums()
+        """The requests this worker answered per route and minute, flushed with the traffic."""
         self._traffic_every = traffic_flush_seconds
         self._traffic_at = float("-inf")
         self._traffic_failures = FailureLog(log, "flushing campaign traffic")
         self._buffer: deque[Signal] = deque(maxlen=buffer_size)
+        self._trips: deque[tuple[float, Sequence[tuple[str, int]]]] = deque(maxlen=buffer_size)
+        """Quotes' guard trips waiting to be counted (drained with the signals, so a flush in
+        progress never loses one)."""
         self._size = buffer_size
         self.dropped = 0
         """Signals dropped because the buffer was full."""
@@ -148,7 +155,7 @@ class Watch:
         """Stop evaluating, and flush the traffic sums one last time."""
         if self._loop.running:
             await self._loop.stop()
-            self.traffic.add([self._buffer.popleft() for _ in range(len(self._buffer))])
+            self._count([self._buffer.popleft() for _ in range(len(self._buffer))])
             await self.flush_traffic()
 
     async def tick(self) -> list[Alert]:
@@ -157,7 +164,7 @@ class Watch:
         await self._refresh_profiles()
         buffer = self._buffer
         batch = [buffer.popleft() for _ in range(len(buffer))]
-        self.traffic.add(batch)
+        self._count(batch)
         try:
             signals = await self.bus.exchange(batch)
         except Exception as exc:  # Redis down: watch this worker's own traffic meanwhile
@@ -176,18 +183,32 @@ class Watch:
             await self.flush_traffic()
         return alerts
 
+    def _count(self, batch: list[Signal]) -> None:
+        """Add this worker's own signals to the per-minute sums the store keeps."""
+        self.traffic.add(batch)
+        self.routes.add(batch)
+        trips = self._trips
+        for _ in range(len(trips)):
+            self.traffic.tripped(*trips.popleft())
+
+    def tripped(self, at: float, trips: Sequence[tuple[str, int]]) -> None:
+        """Take a quote's guard trips (``(campaign_id, version)`` per trip): an append."""
+        self._trips.append((at, trips))
+
     async def flush_traffic(self) -> None:
         """Add this worker's per-minute sums to the store (kept for the next try on failure)."""
         self._traffic_at = self._clock()
-        if not len(self.traffic):
+        if not len(self.traffic) and not len(self.routes):
             return
         try:
             async with self._db.write() as session:
                 await self.traffic.flush(session)
+                await self.routes.flush(session)
         except Exception as exc:
             self._traffic_failures.failed(exc)
         else:
             self.traffic.flushed()
+            self.routes.flushed()
             self._traffic_failures.succeeded()
 
     async def _mine(self, alert: Alert) -> bool:
