@@ -1,8 +1,10 @@
-"""Workers that see the same alert at once open one incident between them, without Redis.
+"""Workers' incident desks racing each other, without Redis: one incident per alert, one
+escalation per missed deadline.
 
 With Redis the monitor claims each alert once (``SET NX``); without it every worker judges its
-own traffic and may raise the same alert at the same moment. Each thread here is such a worker:
-its own event loop, its own database engine and its own desk, released together by a barrier.
+own traffic and may raise the same alert at the same moment, and every worker's desk runs the
+incident clock. Each thread here is such a worker: its own event loop, its own database engine
+and its own desk, released together by a barrier.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from promoguard.incidents.desk import IncidentDesk
 from promoguard.incidents.grading import IncidentPolicy
@@ -22,6 +27,7 @@ from promoguard.settings import Settings
 from promoguard.store.db import Database
 
 WORKERS = 6
+T = TypeVar("T")
 
 
 def _alert() -> Alert:
@@ -40,19 +46,26 @@ def _alert() -> Alert:
     )
 
 
-def test_racing_workers_open_one_incident_for_one_alert(settings: Settings) -> None:
+def _race(
+    settings: Settings,
+    act: Callable[[IncidentDesk], Awaitable[T]],
+    clock: Callable[[], datetime] | None = None,
+) -> list[T]:
+    """Run ``act`` on WORKERS desks at once, each in its own thread, loop and engine."""
     barrier = threading.Barrier(WORKERS)
-    outcomes: list[str] = []
+    outcomes: list[T] = []
     errors: list[BaseException] = []
 
-    async def worker() -> str:
+    async def worker() -> T:
         db = Database(settings.database_url)
         try:
-            desk = IncidentDesk(db, IncidentPolicy())
             async with db.read() as session:  # connect before the race starts
                 await session.execute(select(1))
             barrier.wait()
-            return await desk.open(_alert())
+            desk = IncidentDesk(db, IncidentPolicy())
+            if clock is not None:
+                desk._clock = clock  # the injectable clock
+            return await act(desk)
         finally:
             await db.dispose()
 
@@ -67,18 +80,36 @@ def test_racing_workers_open_one_incident_for_one_alert(settings: Settings) -> N
         thread.start()
     for thread in threads:
         thread.join()
-
     assert errors == []
+    return outcomes
+
+
+async def _incidents(settings: Settings) -> list[Incident]:
+    db = Database(settings.database_url)
+    try:
+        async with db.read() as session:
+            return list(await session.scalars(select(Incident)))
+    finally:
+        await db.dispose()
+
+
+def test_racing_workers_open_one_incident_for_one_alert(settings: Settings) -> None:
+    outcomes = _race(settings, lambda desk: desk.open(_alert()))
+
     opened = [o for o in outcomes if o.startswith("opened")]
     assert len(opened) == 1, outcomes
     assert sum(o.startswith("joined") for o in outcomes) == WORKERS - 1, outcomes
+    assert len(asyncio.run(_incidents(settings))) == 1
 
-    async def count() -> int:
-        db = Database(settings.database_url)
-        try:
-            async with db.read() as session:
-                return int((await session.scalar(select(func.count()).select_from(Incident))) or 0)
-        finally:
-            await db.dispose()
 
-    assert asyncio.run(count()) == 1
+def test_racing_clocks_escalate_a_missed_deadline_once(settings: Settings) -> None:
+    _race(settings, lambda desk: desk.open(_alert()))
+    (incident,) = asyncio.run(_incidents(settings))
+    assert incident.escalation_level == 0
+    due: datetime = incident.ack_due_at
+
+    escalations = _race(settings, lambda desk: desk.tick(), clock=lambda: due)
+
+    assert sorted(escalations) == [[]] * (WORKERS - 1) + [[(incident.id, "acknowledge")]]
+    (after,) = asyncio.run(_incidents(settings))
+    assert after.escalation_level == 1

@@ -46,19 +46,23 @@ async def _silent(*_: Any) -> None:
     return None
 
 
-_OPENING_LOCK = 0x70670001  # "pg" 0001: the key of the advisory lock below, one per database
+_DESK_LOCK = 0x70670001  # the key of the advisory lock below (one per database)
 
 
-async def _one_opener_at_a_time(session: AsyncSession) -> None:
-    """Serialise "find the active incident, else open one" across processes.
+async def _one_desk_at_a_time(session: AsyncSession) -> None:
+    """Serialise the desks of every process: "find the active incident, else open one", and a
+    tick of the clock.
 
     Without it two workers raising the same alert at once (no Redis to claim it) both find no
-    incident and open two. SQLite already has one writer at a time (``BEGIN IMMEDIATE``); on
-    PostgreSQL a transaction-scoped advisory lock does the same for this one step, and is let go
-    at commit or rollback. Alerts are rare, so one lock for every subject costs nothing.
+    incident and open two, and two workers' clocks re-measuring the same grown impact both raise
+    the severity (two events, two notices; escalation itself already locks its rows). SQLite
+    already has one writer at a time (``BEGIN IMMEDIATE``); on
+    PostgreSQL a transaction-scoped advisory lock does the same, and is let go at commit or
+    rollback. The statements after it read what the previous holder committed. Alerts and ticks
+    are rare, so one lock for everything costs nothing.
     """
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(_OPENING_LOCK)))
+        await session.execute(select(func.pg_advisory_xact_lock(_DESK_LOCK)))
 
 
 class IncidentDesk:
@@ -90,7 +94,7 @@ class IncidentDesk:
         )
         detail = {"alert": alert.as_dict()}
         async with self._db.write() as session:
-            await _one_opener_at_a_time(session)
+            await _one_desk_at_a_time(session)
             existing = await self._active_for(session, alert)
             if existing is not None:
                 service.add_event(
@@ -156,6 +160,7 @@ class IncidentDesk:
         ``(incident id, "acknowledge" | "respond")``."""
         now = self._clock()
         async with self._db.write() as session:
+            await _one_desk_at_a_time(session)
             escalated = await service.check_deadlines(session, now=now, policy=self.policy)
             for incident, missed in escalated:
                 await self.announce(session, incident, "escalated", {"missed": missed})
