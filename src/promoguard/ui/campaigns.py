@@ -119,8 +119,9 @@ async def _traffic(session: AsyncSession, found: Campaign) -> dict[str, Any]:
     listed = sum(m.list_total for m in minutes)
     return {
         "chart_minutes": CHART_MINUTES,
-        "minutes": [m for m in minutes if m.orders],
+        "minutes": [m for m in minutes if m.orders or m.guard_trips],
         "orders_total": orders,
+        "trips_total": sum(m.guard_trips for m in minutes),
         "discount_total": discount,
         "rate_bps": discount * 10_000 // listed if listed else 0,
         "refs": refs,
@@ -145,6 +146,13 @@ async def _traffic(session: AsyncSession, found: Campaign) -> dict[str, Any]:
             [m.rate_bps for m in minutes],
             unit="bps",
             refs=refs,
+        ),
+        "trips_chart": charts.line_chart(
+            f"trips-{found.id}",
+            "Guard trips per minute (quotes whose discount the guard cut)",
+            minutes,
+            [m.guard_trips for m in minutes],
+            unit="trips",
         ),
     }
 

@@ -1,5 +1,6 @@
-"""A campaign's traffic as small server-rendered SVG line charts: orders, discount spend and the
-realised discount rate per minute, the rate against the expected profile's p50 and p95.
+"""Traffic as small server-rendered SVG line charts: a campaign's orders, discount spend, the
+realised discount rate per minute (against the expected profile's p50 and p95) and guard trips;
+each route's requests, server error rate and p99 latency per minute.
 
 No charting library: a chart is a polyline over a fixed minute axis, two labelled reference lines
 and a text summary, so it renders without JavaScript and reads in a screen reader (each chart has
@@ -11,14 +12,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from markupsafe import Markup, escape
 
 from promoguard.money import BPS_WHOLE
-from promoguard.monitoring.models import CampaignTraffic
+from promoguard.monitoring.models import CampaignTraffic, RouteTraffic
+from promoguard.monitoring.route_traffic import BUCKETS, buckets_of, quantile_ms
 
-__all__ = ["Minute", "Reference", "line_chart", "per_minute", "profile_references"]
+__all__ = [
+    "Minute",
+    "Reference",
+    "RouteMinute",
+    "line_chart",
+    "per_minute",
+    "profile_references",
+    "route_minutes",
+]
 
 WIDTH, HEIGHT = 640, 170
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 14, 28
@@ -32,6 +42,7 @@ class Minute:
     orders: int = 0
     list_total: int = 0
     discount: int = 0
+    guard_trips: int = 0
     versions: set[int] = field(default_factory=set)
 
     @property
@@ -60,7 +71,60 @@ def per_minute(rows: Sequence[CampaignTraffic], start: datetime, minutes: int) -
             slot.orders += row.orders
             slot.list_total += row.list_total
             slot.discount += row.discount
+            slot.guard_trips += row.guard_trips
             slot.versions.add(row.version)
+    return slots
+
+
+class Timed(Protocol):
+    """Anything charted per minute."""
+
+    @property
+    def at(self) -> datetime:
+        """The minute's start."""
+
+
+@dataclass(slots=True)
+class RouteMinute:
+    """One minute of one route (or of several summed): requests, errors, latency buckets."""
+
+    at: datetime
+    requests: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+
+    def add(self, row: RouteTraffic) -> None:
+        """Add a stored row (bucket counts add up across routes and workers)."""
+        self.requests += row.requests
+        self.client_errors += row.client_errors
+        self.server_errors += row.server_errors
+        self.buckets = [a + b for a, b in zip(self.buckets, buckets_of(row), strict=True)]
+
+    @property
+    def error_rate_bps(self) -> int:
+        """5xx answers over requests, in basis points."""
+        return self.server_errors * BPS_WHOLE // self.requests if self.requests else 0
+
+    @property
+    def p99_ms(self) -> float:
+        """The 99th percentile latency in milliseconds (0 with no requests)."""
+        return quantile_ms(self.buckets) or 0.0
+
+
+def route_minutes(
+    rows: Sequence[RouteTraffic], start: datetime, minutes: int, route: str | None = None
+) -> list[RouteMinute]:
+    """Every minute of the window from ``start`` for ``route`` (every route summed when None),
+    zero where nothing was asked."""
+    first = start.replace(second=0, microsecond=0)
+    slots = [RouteMinute(at=first + timedelta(minutes=n)) for n in range(minutes + 1)]
+    for row in rows:
+        if route is not None and row.route != route:
+            continue
+        index = int((row.minute - first).total_seconds() // 60)
+        if 0 <= index < len(slots):
+            slots[index].add(row)
     return slots
 
 
@@ -87,7 +151,7 @@ def _nice_top(value: float) -> float:
 def line_chart(
     chart_id: str,
     title: str,
-    minutes: Sequence[Minute],
+    minutes: Sequence[Timed],
     values: Sequence[float],
     *,
     unit: str,
@@ -143,4 +207,6 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value / 100:.2f} %"
     if unit == "fen":
         return f"¥{value / 100:,.2f}"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
     return f"{value:,.0f}"

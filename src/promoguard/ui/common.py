@@ -225,6 +225,7 @@ def _templates(request: Request) -> Environment:
         env.filters["money"] = _money
         env.filters["when"] = _when
         env.filters["percent_bps"] = lambda bps: f"{Decimal(int(bps or 0)) / 100:.2f} %"
+        env.filters["ms"] = lambda ms: "—" if ms is None else f"{ms:,.1f} ms"
         request.app.state.ui_templates = env
     return env
 
