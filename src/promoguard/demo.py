@@ -608,7 +608,8 @@ class Demo:
         plan = await self.call(admin, "POST", f"/v1/incidents/{number}/plans")
         self.say(
             f"   plan {plan['id']}: {plan['items_total']} items, "
-            f"¥{format_minor(plan['refund_total'])} to refund"
+            f"¥{format_minor(plan['refund_total'])} to refund (the policy cancels unshipped "
+            "orders priced in the shop's disfavour, refunds them and adds a coupon)"
         )
         await self.call(
             admin,
@@ -700,16 +701,19 @@ class Demo:
             ("campaigns live", r["campaigns_live"]),
             ("stopped by lint", ", ".join(r["lint_stopped"]) or "-"),
             ("orders", r["orders"]),
-            ("bot coupon claims by status", r["bot_claims"]),
+            (
+                "bot coupon claims by status",
+                ", ".join(f"{n} × {s}" for s, n in r["bot_claims"].items()),
+            ),
             ("unsigned request", r["unsigned_status"]),
             ("flash sale", f"{r['flash_sold']} of {r['flash_stock']} sold"),
             ("auto-pause", f"{r['paused_by']} after {r['seconds_to_pause']} s"),
             ("incident", f"{r['incident_id']} ({r['incident_severity']})"),
             ("affected orders", r["affected_orders"]),
             ("given away before the pause", f"¥{format_minor(r['given_away_before_pause'])}"),
-            ("refunds paid", f"¥{format_minor(r['refunds_paid'])}"),
+            ("refunds paid (cancelled orders)", f"¥{format_minor(r['refunds_paid'])}"),
             ("compensation coupons", f"¥{format_minor(r['compensation_coupons'])}"),
-            ("claims", r["claims"]),
+            ("customers' claims", ", ".join(f"{n} {s}" for s, n in r["claims"].items()) or "-"),
             ("post-mortem", r["postmortem"]),
         ]
         for name, value in rows:
