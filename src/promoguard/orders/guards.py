@@ -73,10 +73,13 @@ def flash_units_key(rule_id: str, customer_id: str) -> str:
 
 def limited_rules(ruleset: RuleSet) -> list[Rule]:
     """The live rules whose use is limited at run time (so a quote must read counters)."""
+    # A limit counts when it has a value: a spec read back from the database names every limit
+    # (None when unset), so which fields were given says nothing.
     return [
         c.spec
         for c in ruleset.rules
-        if c.kind in ("flash_sale", "first_order") or c.spec.limits.model_fields_set
+        if c.kind in ("flash_sale", "first_order")
+        or any(value is not None for _, value in c.spec.limits)
     ]
 
 
