@@ -366,9 +366,24 @@ async def decide(
     summary="Pay an approved claim now (again after a failure; or settle one a plan paid)",
     dependencies=[allow(Role.OPERATOR, route="claim_pay")],
 )
-async def pay(claim_id: ClaimId, svc: Svc, request: Request) -> ClaimOut:
-    settings = svc.settings
-    async with svc.db.read() as session:
+async def pay(claim_id: ClaimId, svc: Svc, actor: Actor, request: Request) -> ClaimOut:
+    claim = await pay_now(
+        svc.settings, svc.db, claim_id, notifications=_notifications(request), actor=actor
+    )
+    return _full(claim, now())
+
+
+async def pay_now(
+    settings: Settings,
+    db: Database,
+    claim_id: str,
+    *,
+    notifications: Notifications | None,
+    actor: str,
+) -> Claim:
+    """Pay an approved claim now, as ``actor`` asked (``POST …/pay``, the dashboard's "pay
+    again"): one round through the payment provider, then settled if the payout succeeded."""
+    async with db.read() as session:
         await service.get(session, claim_id)
     if not settings.payment_provider_url:
         raise ConflictError("payments_not_configured", "PROMOGUARD_PAYMENT_PROVIDER_URL is not set")
@@ -376,14 +391,14 @@ async def pay(claim_id: ClaimId, svc: Svc, request: Request) -> ClaimOut:
         settings.payment_provider_url, timeout=settings.payment_timeout_seconds
     )
     try:
-        claim = await service.pay_claim(
-            svc.db,
+        return await service.pay_claim(
+            db,
             provider,
             claim_id,
-            notifications=_notifications(request),
+            notifications=notifications,
             policy=PayPolicy.from_settings(settings),
             wait=False,
+            actor=actor,
         )
     finally:
         await provider.aclose()
-    return _full(claim, now())

@@ -829,8 +829,10 @@ async def pay_claim(
     notifications: Notifications | None = None,
     policy: PayPolicy | None = None,
     wait: bool = True,
+    actor: str | None = None,
 ) -> Claim:
     """Pay an approved claim's payout through the payer, then settle it (safe to repeat).
+    With an ``actor`` (someone asked for it), the attempt and its outcome are audited.
 
     Raises:
         NotFoundError: ``claim_not_found``.
@@ -849,6 +851,15 @@ async def pay_claim(
     async with db.write() as session:
         claim = await get(session, claim_id, lock=True)
         await settle(session, claim, now=utcnow(), notifications=notifications)
+        if actor is not None:
+            audit.record(
+                session,
+                actor=actor,
+                action="claim.pay_requested",
+                subject_type="claim",
+                subject_id=claim.id,
+                detail={"payout_id": claim.payout_id, "status": claim.status},
+            )
         return claim
 
 

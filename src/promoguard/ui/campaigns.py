@@ -1,5 +1,6 @@
 """Campaign pages: the list, one campaign (versions, lint findings, diffs, approvals, the live
-chart, the timeline) and its actions (approve or reject a version, pause, resume)."""
+chart, the timeline) and its actions (approve or reject a version, pause, resume, change the
+rollout, roll back to the previous version, end it)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.audit import AuditEntry
 from promoguard.campaigns import flows, review, service
 from promoguard.campaigns.models import Campaign, CampaignVersion, VersionState
+from promoguard.campaigns.routes import ReasonIn, RolloutIn
 from promoguard.errors import PromoguardError
 from promoguard.monitoring.traffic import series, window
 from promoguard.security.keys import Role
 from promoguard.ui import charts
-from promoguard.ui.common import Operator, act, html_route, page, refusal, render, services
+from promoguard.ui.common import (
+    Operator,
+    act,
+    html_route,
+    invalid_form,
+    page,
+    refusal,
+    render,
+    services,
+)
 
 router = APIRouter()
 
@@ -231,5 +243,72 @@ async def resume(request: Request, campaign_id: str) -> Response:
             )
         await svc.live.announce()
         return f"Campaign {campaign_id} is live again."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)
+
+
+def _reason(fields: dict[str, str]) -> str:
+    """The form's reason, as the API's body requires it (not empty, at most 500 characters)."""
+    try:
+        return ReasonIn.model_validate({"reason": fields.get("reason", "")}).reason
+    except ValidationError as exc:
+        raise invalid_form(exc) from None
+
+
+@html_route(router, "/ui/campaigns/{campaign_id}/rollout", "POST")
+async def rollout(request: Request, campaign_id: str) -> Response:
+    """Change the share of customers the live version prices for."""
+    svc = services(request)
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        try:
+            body = RolloutIn.model_validate(
+                {"percent": fields.get("percent", ""), "reason": fields.get("reason", "")}
+            )
+        except ValidationError as exc:
+            raise invalid_form(exc) from None
+        async with svc.db.write() as session:
+            await service.set_rollout(
+                session,
+                campaign_id=campaign_id,
+                rollout_bps=int(body.percent * 100),
+                actor=op.key_id,
+                reason=body.reason,
+            )
+        await svc.live.announce()
+        return f"Campaign {campaign_id} now prices for {body.percent} % of customers."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)
+
+
+@html_route(router, "/ui/campaigns/{campaign_id}/rollback", "POST")
+async def rollback(request: Request, campaign_id: str) -> Response:
+    """Make the version live before the current one live again."""
+    svc = services(request)
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        reason = _reason(fields)
+        async with svc.db.write() as session:
+            found = await service.rollback(
+                session, campaign_id=campaign_id, actor=op.key_id, reason=reason
+            )
+            version = found.live_version
+        await svc.live.announce()
+        return f"Campaign {campaign_id} rolled back: version {version} is live again."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)
+
+
+@html_route(router, "/ui/campaigns/{campaign_id}/end", "POST")
+async def end(request: Request, campaign_id: str) -> Response:
+    """End the campaign for good: it never prices again and takes no new versions."""
+    svc = services(request)
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        reason = _reason(fields)
+        async with svc.db.write() as session:
+            await service.end(session, campaign_id=campaign_id, actor=op.key_id, reason=reason)
+        await svc.live.announce()
+        return f"Campaign {campaign_id} ended: it prices no more."
 
     return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)

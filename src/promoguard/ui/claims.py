@@ -1,5 +1,6 @@
-"""The claims queue for the team: claims in review first, each with its history, and the
-approve / reject form (a reason the customer sees, a note for the team, a goodwill amount)."""
+"""The claims queue for the team: claims in review first, each with its history and payout, the
+approve / reject form (a reason the customer sees, a note for the team, a goodwill amount) and,
+for an approved claim not paid yet (its payout failed, say), "pay again"."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from starlette.background import BackgroundTask
 
 from promoguard.claims import service as claims
 from promoguard.claims.models import Claim, ClaimStatus
-from promoguard.claims.routes import pay_in_background
+from promoguard.claims.routes import pay_in_background, pay_now
 from promoguard.errors import InvalidError, PromoguardError
 from promoguard.notify.service import Notifications
+from promoguard.payments.models import Payout
 from promoguard.promotions.engine import PricingPolicy
 from promoguard.remediation.policy import RemediationPolicy
 from promoguard.security.keys import Role
@@ -81,6 +83,9 @@ async def claim_page(request: Request, claim_id: str) -> Response:
         async with services(request).db.read() as session:
             found = await claims.get(session, claim_id)
             history = await claims.events(session, claim_id)
+            payout = (
+                await session.get(Payout, found.payout_id) if found.payout_id is not None else None
+            )
     except PromoguardError as exc:
         return refusal(request, exc.status, "Not found", exc.detail)
     return render(
@@ -88,8 +93,10 @@ async def claim_page(request: Request, claim_id: str) -> Response:
         "claim.html.j2",
         claim=found,
         history=history,
+        payout=payout,
         may_decide=found.status == ClaimStatus.NEEDS_REVIEW
         and op.may(Role.OPERATOR, Role.APPROVER),
+        may_pay=found.status == ClaimStatus.APPROVED and op.may(Role.OPERATOR),
     )
 
 
@@ -125,3 +132,19 @@ async def decide(request: Request, claim_id: str) -> Response:
         return f"Claim {claim_id} is {status} now.", payment_task(request, found)
 
     return await act(request, (Role.OPERATOR, Role.APPROVER), f"/ui/claims/{claim_id}", work)
+
+
+@html_route(router, "/ui/claims/{claim_id}/pay", "POST")
+async def pay(request: Request, claim_id: str) -> Response:
+    """Pay an approved claim again (after its payout failed), as ``POST /v1/claims/{id}/pay``."""
+    svc = services(request)
+
+    async def work(op: Operator, _: dict[str, str]) -> str:
+        found = await pay_now(
+            svc.settings, svc.db, claim_id, notifications=notifications(request), actor=op.key_id
+        )
+        if found.status == ClaimStatus.PAID:
+            return f"Claim {claim_id} is paid."
+        return f"Claim {claim_id} is {found.status}: the payout did not succeed this time."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/claims/{claim_id}", work)

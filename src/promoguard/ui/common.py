@@ -29,10 +29,11 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from promoguard.api import Services
-from promoguard.errors import PromoguardError
+from promoguard.errors import InvalidError, PromoguardError
 from promoguard.money import MoneyError, format_minor, parse_minor
 from promoguard.security.context import Principal, current
 from promoguard.security.guard import client_ip
@@ -46,6 +47,7 @@ __all__ = [
     "client_address",
     "form",
     "html_route",
+    "invalid_form",
     "page",
     "parse_amount",
     "render",
@@ -326,7 +328,8 @@ Work = Callable[[Operator, dict[str, str]], Awaitable[str | tuple[str, Backgroun
 async def act(request: Request, roles: tuple[Role, ...], back: str, work: Work) -> Response:
     """Run a state-changing form: a session, a role that may, the session's CSRF token and a
     ticked confirmation box, or nothing happens. An error of the service comes back to ``back``
-    as a message; so does what the work says it did."""
+    as a message; so does what the work says it did, on ``request.state.next_page`` when the
+    work set it (a record it created)."""
     found = await page(request, *roles)
     if not isinstance(found, Operator):
         return found
@@ -340,9 +343,17 @@ async def act(request: Request, roles: tuple[Role, ...], back: str, work: Work) 
     except PromoguardError as exc:
         return redirect(request, back, f"{exc.code}: {exc.detail}", error=True)
     message, task = done if isinstance(done, tuple) else (done, None)
-    response = redirect(request, back, message)
+    response = redirect(request, getattr(request.state, "next_page", back), message)
     response.background = task
     return response
+
+
+def invalid_form(exc: ValidationError) -> InvalidError:
+    """A form the API's input model refuses, as the API would refuse the body (its paths and
+    reasons in ``errors`` and the detail)."""
+    errors = [(".".join(str(p) for p in e["loc"]) or "form", e["msg"]) for e in exc.errors()]
+    detail = "; ".join(f"{path}: {reason}" for path, reason in errors[:5])
+    return InvalidError("invalid_request", detail, errors=errors)
 
 
 def parse_amount(text: str) -> int | None:

@@ -1,5 +1,6 @@
-"""Alerts, incidents (deadlines, timeline, status updates), remediation plans (totals, decision,
-execution and its progress) and post-mortems."""
+"""Alerts, incidents (opened by hand, deadlines, severity, timeline, status updates),
+remediation plans (totals, decision, execution and its progress) and post-mortems (the report
+and the people's part of it: summary, root cause, contributing factors, action items)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +17,8 @@ from promoguard.errors import PromoguardError
 from promoguard.incidents import report
 from promoguard.incidents import service as incidents
 from promoguard.incidents.desk import IncidentDesk
-from promoguard.incidents.models import Incident, IncidentStatus
+from promoguard.incidents.models import Incident, IncidentStatus, Severity
+from promoguard.incidents.routes import OpenIn, PostmortemIn, SeverityIn
 from promoguard.monitoring.models import AlertRecord
 from promoguard.plans import service as plans
 from promoguard.plans.jobs import PlanQueue
@@ -26,6 +29,7 @@ from promoguard.ui.common import (
     Operator,
     act,
     html_route,
+    invalid_form,
     page,
     refusal,
     render,
@@ -73,7 +77,55 @@ async def incident_list(request: Request) -> Response:
     async with services(request).db.read() as session:
         rows = await session.scalars(select(Incident).order_by(Incident.id.desc()).limit(200))
         found = [(i, next_deadline(i)) for i in rows.all()]
-    return render(request, "incidents.html.j2", incidents=found)
+    return render(
+        request, "incidents.html.j2", incidents=found, severities=[s.value for s in Severity]
+    )
+
+
+def _versions(text: str) -> list[dict[str, Any]]:
+    """``"mj:1, cp:2"`` as the API's list of campaign versions (checked by its model)."""
+    found = []
+    for part in text.replace(";", ",").split(","):
+        if part.strip():
+            campaign_id, _, version = part.strip().rpartition(":")
+            found.append({"campaign_id": campaign_id.strip(), "version": version.strip()})
+    return found
+
+
+@html_route(router, "/ui/incidents", "POST")
+async def open_incident(request: Request) -> Response:
+    """Open an incident by hand (its impact measured and graded, never better than the floor)."""
+    desk = _desk(request)
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        try:
+            body = OpenIn.model_validate(
+                {
+                    "title": fields.get("title", ""),
+                    "summary": fields.get("summary", ""),
+                    "severity": fields.get("severity") or Severity.P3,
+                    "versions": _versions(fields.get("versions", "")),
+                }
+            )
+        except ValidationError as exc:
+            raise invalid_form(exc) from None
+        async with services(request).db.write() as session:
+            found = await incidents.open_incident(
+                session,
+                title=body.title,
+                actor=op.key_id,
+                now=datetime.now(UTC),
+                policy=desk.policy,
+                versions=[(v.campaign_id, v.version) for v in body.versions],
+                floor=body.severity,
+                message=body.summary,
+            )
+            await desk.announce(session, found, "opened", {})
+            opened, severity = found.id, found.severity
+        request.state.next_page = f"/ui/incidents/{opened}"
+        return f"Incident #{opened} opened as {severity}."
+
+    return await act(request, (Role.OPERATOR,), "/ui/incidents", work)
 
 
 async def _plans_of(session: AsyncSession, incident_id: int) -> list[RemediationPlan]:
@@ -107,6 +159,7 @@ async def incident_page(request: Request, incident_id: int) -> Response:
         timeline=story,
         plans=its_plans,
         next_states=later,
+        severities=[s.value for s in Severity],
     )
 
 
@@ -162,6 +215,36 @@ async def move(request: Request, incident_id: int) -> Response:
 
         await _change(request, incident_id, "status", change)
         return f"Incident {incident_id} is {status} now."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}", work)
+
+
+@html_route(router, "/ui/incidents/{incident_id:int}/severity", "POST")
+async def severity(request: Request, incident_id: int) -> Response:
+    """Raise the severity, or lower it with a reason (the deadlines follow)."""
+    desk = _desk(request)
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        try:
+            body = SeverityIn.model_validate(
+                {"severity": fields.get("severity", ""), "reason": fields.get("reason", "")}
+            )
+        except ValidationError as exc:
+            raise invalid_form(exc) from None
+
+        async def change(session: AsyncSession, found: Incident) -> None:
+            await incidents.set_severity(
+                session,
+                found,
+                body.severity,
+                actor=op.key_id,
+                now=datetime.now(UTC),
+                policy=desk.policy,
+                reason=body.reason,
+            )
+
+        await _change(request, incident_id, "severity", change)
+        return f"Incident {incident_id} is {body.severity} now."
 
     return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}", work)
 
@@ -230,7 +313,66 @@ async def postmortem(request: Request, incident_id: int) -> Response:
             found = await incidents.get(session, incident_id)
     except PromoguardError as exc:
         return refusal(request, exc.status, "Not found", exc.detail)
-    return render(request, "postmortem.html.j2", incident=found)
+    return render(
+        request,
+        "postmortem.html.j2",
+        incident=found,
+        factors="\n".join(found.contributing_factors or []),
+        actions="\n".join(_action_line(a) for a in found.action_items or []),
+    )
+
+
+def _action_line(item: dict[str, Any]) -> str:
+    parts = [str(item.get("what", "")), str(item.get("owner", ""))]
+    return " | ".join([*parts, str(item["due"])] if item.get("due") else parts)
+
+
+def _action_items(text: str) -> list[dict[str, Any]]:
+    """One action item a line: ``what | owner | due`` (due optional)."""
+    found = []
+    for line in text.splitlines():
+        if line.strip():
+            parts = [p.strip() for p in line.split("|")]
+            item: dict[str, Any] = {"what": parts[0], "owner": parts[1] if len(parts) > 1 else ""}
+            if len(parts) > 2 and parts[2]:
+                item["due"] = parts[2]
+            found.append(item)
+    return found
+
+
+@html_route(router, "/ui/incidents/{incident_id:int}/postmortem", "POST")
+async def edit_postmortem(request: Request, incident_id: int) -> Response:
+    """Write the people's part of the post-mortem: summary, root cause, contributing factors,
+    action items (as ``PUT /v1/incidents/{id}/postmortem``)."""
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        try:
+            body = PostmortemIn.model_validate(
+                {
+                    "summary": fields.get("summary", ""),
+                    "root_cause": fields.get("root_cause", ""),
+                    "contributing_factors": [
+                        f.strip() for f in fields.get("factors", "").splitlines() if f.strip()
+                    ],
+                    "action_items": _action_items(fields.get("actions", "")),
+                }
+            )
+        except ValidationError as exc:
+            raise invalid_form(exc) from None
+
+        async def change(session: AsyncSession, found: Incident) -> None:
+            await incidents.update_postmortem(
+                session,
+                found,
+                actor=op.key_id,
+                now=datetime.now(UTC),
+                fields=body.model_dump(exclude_none=True),
+            )
+
+        await _change(request, incident_id, "", change)
+        return f"Post-mortem of incident {incident_id} saved."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/incidents/{incident_id}/postmortem", work)
 
 
 @html_route(router, "/ui/incidents/{incident_id:int}/report")
