@@ -2,9 +2,10 @@
 Playwright for Python, against ``promoguard serve`` running as its own process.
 
 One story, as people would live it: an approver logs in and approves a version; an operator
-watches the campaign's orders chart move as orders come in, pauses the campaign, takes the
-incident and approves its remediation plan; a customer applies for compensation on the claim
-page (in English) and the operator approves the claim; the customer sees the answer.
+watches the campaign's orders chart move as orders come in, sees the quote route's p99 on the
+service health page, halves the rollout, pauses the campaign, opens an incident by hand, takes
+it and approves its remediation plan; a customer applies for compensation on the claim page (in
+English) and the operator approves the claim; the customer sees the answer.
 
 Every page visited is saved as a screenshot (under the test's tmp dir, and into
 ``PROMOGUARD_UI_SCREENSHOTS`` when set), must log no console error, and must pass axe-core's
@@ -20,7 +21,6 @@ import re
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -204,14 +204,36 @@ def _approve_version(page: Any, visit: Visit, base: str, key: tuple[str, str]) -
     _log_out(page)
 
 
+def _health(page: Any, visit: Visit) -> None:
+    """The quotes just made show on the service health page: requests and a p99."""
+    page.get_by_role("link", name="Service health").click()
+    quotes = page.locator('tr[data-route="/v1/quotes"]')
+    quotes.wait_for(timeout=20_000)  # stored within a second or so; the page polls every 2 s
+    assert int(quotes.locator("td.requests").inner_text()) >= 3
+    p99 = quotes.locator("td.p99").inner_text()
+    assert re.fullmatch(r"[0-9,]+\.[0-9] ms", p99), p99
+    assert p99 != "0.0 ms"
+    assert page.locator("#all-p99 desc").text_content().startswith("61 minutes; latest ")
+    visit.check(page, "health")
+
+
 def _watch_and_pause(page: Any, visit: Visit, base: str, api: httpx.Client) -> list[str]:
-    """Orders move the live chart; then the kill switch. Returns the orders."""
+    """Orders move the live chart and the service health; the rollout is halved; then the kill
+    switch. Returns the orders."""
     page.goto(f"{base}/ui/campaigns/mj")
     assert page.locator("#orders-total").inner_text() == "0"
     orders = _buy(api, 3, "c")
     page.locator("#orders-total").filter(has_text="3").wait_for(timeout=20_000)
     assert page.locator("#discount-total").inner_text() == "¥60.00"
     visit.check(page, "campaign-live-chart")
+    _health(page, visit)
+    page.goto(f"{base}/ui/campaigns/mj")
+    page.get_by_label(re.compile(r"^Share of customers, in percent")).fill("50")
+    page.get_by_label("Why (optional, for the timeline)").fill("halve it while we look")
+    page.get_by_label("Yes, change the rollout of mj").check()
+    page.get_by_role("button", name="Change rollout").click()
+    page.locator("#campaign-rollout").filter(has_text="50.00 %").wait_for()
+    visit.check(page, "campaign-rollout")
     page.get_by_label("Why pause it (for the timeline and the audit log)").fill("tiers look off")
     page.get_by_label("Yes, stop pricing with mj now").check()
     page.get_by_role("button", name="Pause campaign").click()
@@ -222,24 +244,20 @@ def _watch_and_pause(page: Any, visit: Visit, base: str, api: httpx.Client) -> l
     return orders
 
 
-def _incident_and_plan(
-    page: Any, visit: Visit, base: str, api: httpx.Client, started: datetime
-) -> int:
-    """The incident acknowledged in the dashboard; its plan (drafted by the shop's admin key)
-    approved by the operator, who did not write it. Returns the plan."""
-    opened = api.post(
-        "/v1/incidents",
-        json={
-            "title": "满200减20 keyed for every cart",
-            "versions": [{"campaign_id": "mj", "version": 1}],
-            "window_start": started.isoformat(),
-        },
-    )
-    assert opened.status_code == 201, opened.text
-    incident = opened.json()["id"]
+def _incident_and_plan(page: Any, visit: Visit, base: str, api: httpx.Client, operator: str) -> int:
+    """The operator opens the incident by hand and takes it; its plan (drafted by the shop's
+    admin key) is approved by the operator, who did not write it. Returns the plan."""
     page.get_by_role("link", name="Incidents").click()
     visit.check(page, "incidents")
-    page.get_by_role("link", name=re.compile(f"#{incident} ")).click()
+    page.get_by_label("Title").fill("满200减20 keyed for every cart")
+    page.get_by_label(re.compile(r"^At least this severe")).select_option("P2")
+    page.get_by_label(re.compile(r"^Campaign versions")).fill("mj:1")
+    page.get_by_label("Yes, open an incident and start its clocks").check()
+    page.get_by_role("button", name="Open incident").click()
+    page.wait_for_url(re.compile(r"/ui/incidents/[0-9]+$"))
+    incident = int(page.url.rsplit("/", 1)[1])
+    opened = api.get(f"/v1/incidents/{incident}").json()
+    assert (opened["versions"], opened["opened_by"]) == ([["mj", 1]], operator)
     page.get_by_label(f"I take incident #{incident}").check()
     page.get_by_role("button", name="Acknowledge").click()
     page.locator("#incident-status").filter(has_text="acknowledged").wait_for()
@@ -310,14 +328,13 @@ def test_operators_and_a_customer_work_through_the_dashboard_in_chromium(
 
     operator = _key(settings, "operator", owner="ops")
     _log_in(page, visit, base, operator)
-    started = datetime.now(UTC) - timedelta(seconds=5)
     orders = _watch_and_pause(page, visit, base, api)
     paused = api.get("/v1/audit", params={"action": "campaign.paused"}).json()
     assert [(e["key_id"], e["detail"].get("reason")) for e in paused] == [
         (operator[0], "tiers look off")
     ]
 
-    plan = _incident_and_plan(page, visit, base, api, started)
+    plan = _incident_and_plan(page, visit, base, api, operator[0])
     decided = api.get(f"/v1/plans/{plan}").json()
     assert (decided["status"], decided["decided_by"]) == ("approved", operator[0])
 
@@ -329,4 +346,4 @@ def test_operators_and_a_customer_work_through_the_dashboard_in_chromium(
     customer.locator("#claim-status").filter(has_text="Approved, payment on its way").wait_for()
     assert "¥5.00" in customer.locator("dl").inner_text()
     visit.check(customer, "claim-answered")
-    assert len(visit.shots) == 17
+    assert len(visit.shots) == 19

@@ -65,3 +65,15 @@ def test_a_campaigns_page_charts_its_guard_trips(shop: TestClient, settings: Set
     assert '<dd id="trips-total">3</dd>' in part.text
     assert 'id="trips-mj"' in part.text
     assert "Guard trips per minute" in part.text
+
+
+def test_dashboard_pages_are_counted_under_their_path_template(
+    shop: TestClient, settings: Settings
+):
+    login(shop, settings, "auditor")
+    assert shop.get("/ui/claims/cl_nothing", auth=None).status_code == 404
+    flush(shop)
+    page = shop.get("/ui/health", auth=None)
+    assert cell(page.text, "/ui/claims/{claim_id}", "requests") == "1"
+    assert cell(page.text, "/ui/login", "requests") == "2"  # the form and the post
+    assert 'data-route="unmatched"' not in page.text

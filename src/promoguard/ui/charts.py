@@ -157,7 +157,8 @@ def line_chart(
     unit: str,
     refs: Sequence[Reference] = (),
 ) -> Markup:
-    """An accessible SVG line chart of ``values`` (one per minute) with reference lines."""
+    """An accessible SVG line chart of ``values`` (one per minute) with reference lines, in a
+    figure captioned with its title (the SVG carries the title and a description too)."""
     top = _nice_top(max([*values, *(r.value for r in refs), 0.0]))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     count = max(len(values) - 1, 1)
@@ -171,6 +172,7 @@ def line_chart(
     points = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in enumerate(values))
     last = values[-1] if values else 0
     parts = [
+        f'<figure class="chart"><figcaption>{escape(title)}</figcaption>'
         f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'role="img" aria-labelledby="{escape(chart_id)}-t {escape(chart_id)}-d">',
         f'<title id="{escape(chart_id)}-t">{escape(title)}</title>',
@@ -198,7 +200,7 @@ def line_chart(
             f'text-anchor="end">{escape(ref.label)}</text>'
         )
     parts.append(f'<polyline class="series" points="{points}"/>')
-    parts.append("</svg>")
+    parts.append("</svg></figure>")
     return Markup("".join(parts))
 
 

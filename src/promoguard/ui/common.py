@@ -98,6 +98,9 @@ def html_route(router: APIRouter, path: str, method: str = "GET") -> Callable[[P
 
     def register(handler: Page) -> Page:
         async def endpoint(request: Request) -> Response:
+            # Named by its path template in the metrics and the stored route traffic, as the
+            # API's routes are (not "unmatched", nor one name per claim or campaign).
+            request.scope["route"] = named
             params = request.path_params
             if any(isinstance(v, int) and v > MAX_ID for v in params.values()):
                 return Response("not found", status_code=404, media_type="text/plain")
@@ -105,6 +108,7 @@ def html_route(router: APIRouter, path: str, method: str = "GET") -> Callable[[P
 
         endpoint.__name__ = endpoint.__qualname__ = handler.__name__
         router.add_route(path, endpoint, methods=[method], include_in_schema=False)
+        named = router.routes[-1]
         return handler
 
     return register
