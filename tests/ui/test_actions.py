@@ -208,3 +208,20 @@ def test_an_operator_pays_an_approved_claim_again(
     page = shop.get(f"/ui/claims/{approved_claim}", auth=None)
     assert "the payout did not succeed this time" in page.text
     assert 'id="claim-payout">¥5.00' in page.text
+
+
+def test_an_operator_takes_an_approved_version_live(shop: TestClient, settings: Settings):
+    assert shop.post("/v1/campaigns", json={"spec": threshold()}).status_code == 201
+    approve(shop, "mj")
+    login(shop, settings, "operator")
+    assert "Take version 1 live" in shop.get("/ui/campaigns/mj", auth=None).text
+    url = "/ui/campaigns/mj/versions/1/activate"
+    staff, _ = refused_then_done(shop, settings, url, {"percent": "20"})
+    found = campaign(shop)
+    assert (found["status"], found["live_version"], found["rollout_bps"]) == ("live", 1, 2000)
+    [entry] = audit(shop, "campaign.activated")
+    assert entry["key_id"] == staff.key_id
+    assert (
+        "Version 1 of mj is live for 20 % of customers."
+        in shop.get("/ui/campaigns/mj", auth=None).text
+    )

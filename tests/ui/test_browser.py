@@ -2,10 +2,11 @@
 Playwright for Python, against ``promoguard serve`` running as its own process.
 
 One story, as people would live it: an approver logs in and approves a version; an operator
-watches the campaign's orders chart move as orders come in, sees the quote route's p99 on the
-service health page, halves the rollout, pauses the campaign, opens an incident by hand, takes
-it and approves its remediation plan; a customer applies for compensation on the claim page (in
-English) and the operator approves the claim; the customer sees the answer.
+takes it live, watches the campaign's orders chart move as orders come in, sees the quote
+route's p99 on the service health page, halves the rollout, pauses the campaign, opens an
+incident by hand, takes it and approves its remediation plan; a customer applies for
+compensation on the claim page (in English) and the operator approves the claim; the customer
+sees the answer.
 
 Every page visited is saved as a screenshot (under the test's tmp dir, and into
 ``PROMOGUARD_UI_SCREENSHOTS`` when set), must log no console error, and must pass axe-core's
@@ -324,10 +325,13 @@ def test_operators_and_a_customer_work_through_the_dashboard_in_chromium(
 
     _approve_version(page, visit, base, _key(settings, "approver", department="marketing"))
     assert api.get("/v1/campaigns/mj/versions/1").json()["state"] == "approved"
-    assert api.post("/v1/campaigns/mj/activate", json={}).status_code == 200
 
     operator = _key(settings, "operator", owner="ops")
     _log_in(page, visit, base, operator)
+    page.goto(f"{base}/ui/campaigns/mj")
+    page.get_by_label("Yes, take version 1 of mj live now").check()
+    page.get_by_role("button", name="Take version 1 live").click()
+    page.locator("#campaign-status").filter(has_text="live").wait_for()
     orders = _watch_and_pause(page, visit, base, api)
     paused = api.get("/v1/audit", params={"action": "campaign.paused"}).json()
     assert [(e["key_id"], e["detail"].get("reason")) for e in paused] == [

@@ -1,6 +1,6 @@
 """Campaign pages: the list, one campaign (versions, lint findings, diffs, approvals, the live
-chart, the timeline) and its actions (approve or reject a version, pause, resume, change the
-rollout, roll back to the previous version, end it)."""
+chart, the timeline) and its actions (approve or reject a version, take an approved one live,
+pause, resume, change the rollout, roll back to the previous version, end it)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promoguard.audit import AuditEntry
 from promoguard.campaigns import flows, review, service
 from promoguard.campaigns.models import Campaign, CampaignVersion, VersionState
-from promoguard.campaigns.routes import ReasonIn, RolloutIn
+from promoguard.campaigns.routes import ActivateIn, ReasonIn, RolloutIn
 from promoguard.errors import PromoguardError
 from promoguard.monitoring.traffic import series, window
 from promoguard.security.keys import Role
@@ -310,5 +310,35 @@ async def end(request: Request, campaign_id: str) -> Response:
             await service.end(session, campaign_id=campaign_id, actor=op.key_id, reason=reason)
         await svc.live.announce()
         return f"Campaign {campaign_id} ended: it prices no more."
+
+    return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)
+
+
+@html_route(router, "/ui/campaigns/{campaign_id}/versions/{version:int}/activate", "POST")
+async def activate(request: Request, campaign_id: str, version: int) -> Response:
+    """Take an approved version live now, for a share of customers (as ``POST …/activate``)."""
+    svc = services(request)
+
+    async def work(op: Operator, fields: dict[str, str]) -> str:
+        try:
+            body = ActivateIn.model_validate(
+                {"version": version, "rollout_percent": fields.get("percent") or None}
+            )
+        except ValidationError as exc:
+            raise invalid_form(exc) from None
+        percent = body.rollout_percent
+        async with svc.db.write() as session:
+            found = await flows.go_live(
+                session,
+                settings=svc.settings,
+                campaign_id=campaign_id,
+                version=version,
+                actor=op.key_id,
+                now=datetime.now(UTC),
+                rollout_bps=None if percent is None else int(percent * 100),
+            )
+            share = found.rollout_bps
+        await svc.live.announce()
+        return f"Version {version} of {campaign_id} is live for {share / 100:g} % of customers."
 
     return await act(request, (Role.OPERATOR,), f"/ui/campaigns/{campaign_id}", work)
