@@ -31,7 +31,7 @@ from promoguard.orders.models import (
     RefundRequest,
 )
 from promoguard.promotions.rules import GroupBuy
-from promoguard.store.db import upsert_insert
+from promoguard.store.db import PlainSQL, upsert_insert
 
 __all__ = [
     "RecordedRefunds",
@@ -42,6 +42,7 @@ __all__ = [
     "member_paid",
     "open_group",
     "open_memberships",
+    "open_memberships_in",
     "order_left",
     "same_identity",
 ]
@@ -212,35 +213,38 @@ async def open_memberships(session: AsyncSession, customer_id: str, now: datetim
     return set(rows.all())
 
 
-async def attach_order(
-    session: AsyncSession, *, rule_id: str, customer_id: str, order_id: str, now: datetime
+def open_memberships_in(sql: PlainSQL, customer_id: str, now: datetime) -> set[str]:
+    """:func:`open_memberships` inside an order's plain-SQL transaction."""
+    rows = sql.all(
+        "SELECT buy_groups.rule_id FROM buy_groups JOIN group_members"
+        " ON group_members.group_id = buy_groups.id WHERE group_members.customer_id = ?"
+        " AND group_members.order_id IS NULL AND buy_groups.state = ?"
+        " AND buy_groups.expires_at > ?",
+        (customer_id, GroupState.OPEN.value, sql.instant(now)),
+    )
+    return {row[0] for row in rows}
+
+
+def attach_order(
+    sql: PlainSQL, *, rule_id: str, customer_id: str, order_id: str, now: datetime
 ) -> bool:
     """Tie an order at the group price to one of the customer's free places in an open group of
-    ``rule_id``; tell whether there was one."""
-    candidates = await session.scalars(
-        select(GroupMember.group_id)
-        .join(BuyGroup, GroupMember.group_id == BuyGroup.id)
-        .where(
-            GroupMember.customer_id == customer_id,
-            GroupMember.order_id.is_(None),
-            BuyGroup.rule_id == rule_id,
-            BuyGroup.state == GroupState.OPEN,
-            BuyGroup.expires_at > now,
-        )
-        .order_by(BuyGroup.expires_at)
+    ``rule_id`` (in the order's plain-SQL transaction); tell whether there was one."""
+    candidates = sql.all(
+        "SELECT group_members.group_id FROM group_members JOIN buy_groups"
+        " ON group_members.group_id = buy_groups.id WHERE group_members.customer_id = ?"
+        " AND group_members.order_id IS NULL AND buy_groups.rule_id = ?"
+        " AND buy_groups.state = ? AND buy_groups.expires_at > ?"
+        " ORDER BY buy_groups.expires_at",
+        (customer_id, rule_id, GroupState.OPEN.value, sql.instant(now)),
     )
-    for group_id in candidates.all():
-        done = await session.execute(
-            update(GroupMember)
-            .where(
-                GroupMember.group_id == group_id,
-                GroupMember.customer_id == customer_id,
-                GroupMember.order_id.is_(None),
-            )
-            .values(order_id=order_id)
-            .execution_options(synchronize_session=False)
+    for (group_id,) in candidates:
+        done = sql.run(
+            "UPDATE group_members SET order_id = ? WHERE group_id = ? AND customer_id = ?"
+            " AND order_id IS NULL",
+            (order_id, group_id, customer_id),
         )
-        if done.rowcount == 1:  # type: ignore[attr-defined]
+        if done == 1:
             return True
     return False
 

@@ -21,19 +21,22 @@ import hmac
 import re
 import unicodedata
 from collections.abc import Iterable
+from datetime import datetime
 
 import phonenumbers
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.errors import InvalidError
 from promoguard.orders.models import IdentityMark
 from promoguard.orders.schemas import CustomerFacts
+from promoguard.store.db import PlainSQL
 
 __all__ = [
     "ACCOUNT",
     "Identity",
     "first_order_eligible",
+    "first_order_eligible_in",
     "forget_order",
     "linked_accounts",
     "mark_order",
@@ -111,14 +114,25 @@ async def first_order_eligible(session: AsyncSession, identity: Identity) -> boo
     return seen is None
 
 
-async def mark_order(session: AsyncSession, identity: Identity, order_id: str, at: object) -> None:
-    """Record the order's signals: from now on they have ordered."""
-    await session.execute(
-        insert(IdentityMark),
-        [
-            {"signal": s, "order_id": order_id, "customer_id": identity.customer_id, "at": at}
-            for s in identity.signals
-        ],
+def first_order_eligible_in(sql: PlainSQL, identity: Identity) -> bool:
+    """:func:`first_order_eligible` inside an order's plain-SQL transaction."""
+    if not identity.proven:
+        return False
+    signals = identity.signals
+    seen = sql.one(
+        f"SELECT signal FROM identity_marks WHERE signal IN ({sql.marks(len(signals))}) LIMIT 1",
+        signals,
+    )
+    return seen is None
+
+
+def mark_order(sql: PlainSQL, identity: Identity, order_id: str, at: datetime) -> None:
+    """Record the order's signals (in its plain-SQL transaction): from now on they have
+    ordered."""
+    stamp = sql.instant(at)
+    sql.many(
+        "INSERT INTO identity_marks (signal, order_id, customer_id, at) VALUES (?, ?, ?, ?)",
+        [(s, order_id, identity.customer_id, stamp) for s in identity.signals],
     )
 
 

@@ -14,16 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from promoguard import audit
-from promoguard.campaigns.live import LiveRules
+from promoguard.campaigns.live import LiveRules, Snapshot
 from promoguard.coupons.models import CouponState, IssuedCoupon
 from promoguard.errors import ConflictError, InvalidError, NotFoundError, PromoguardError
 from promoguard.monitoring.telemetry import Telemetry
@@ -39,6 +40,7 @@ from promoguard.orders.guards import (
 from promoguard.orders.identity import (
     Identity,
     first_order_eligible,
+    first_order_eligible_in,
     forget_order,
     linked_accounts,
     mark_order,
@@ -47,13 +49,10 @@ from promoguard.orders.models import (
     BuyGroup,
     GroupMember,
     IdempotencyRecord,
-    LineAllocation,
     Order,
-    OrderDiscountRow,
     OrderEvent,
     OrderLine,
     OrderStatus,
-    QuoteRecord,
     Redemption,
     Reservation,
     ReservationState,
@@ -63,8 +62,9 @@ from promoguard.promotions.engine import RuleSet
 from promoguard.promotions.model import Customer, Quote
 from promoguard.promotions.rollout import bucket
 from promoguard.promotions.rules import FlashSale, GroupBuy
+from promoguard.security.context import Principal, current
 from promoguard.store.counters import Counters, Part, SqlCounters
-from promoguard.store.db import Database
+from promoguard.store.db import Database, PlainSQL, utcnow
 
 __all__ = ["Checkout", "order_view", "request_hash"]
 
@@ -116,15 +116,7 @@ async def _held_coupons(session: AsyncSession, customer_id: str, wanted: list[st
         )
     )
     held = set(rows.all())
-    missing = sorted(set(wanted) - held)
-    if missing:
-        raise InvalidError(
-            "coupon_not_in_wallet",
-            f"the customer holds no unused coupon {', '.join(missing)}",
-            errors=[
-                (f"coupons[{wanted.index(m)}]", "not in the customer's wallet") for m in missing
-            ],
-        )
+    _in_wallet(wanted, held)
     return held
 
 
@@ -220,6 +212,265 @@ def order_view(order: Order) -> dict[str, Any]:
             for line in order.lines
         ],
         [_fields(d, _DISCOUNT_FIELDS) for d in order.discounts],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Placing:
+    """An order being placed: the verified token's claims and what the request brought."""
+
+    order_id: str
+    key: str
+    body_hash: str
+    claims: dict[str, Any]
+    request: QuoteRequest
+    identity: Identity
+    now: datetime
+    caller: Principal | None
+
+
+def _replayed(request_hash: str, response: dict[str, Any], body_hash: str) -> dict[str, Any]:
+    """The stored answer to an earlier request with this idempotency key, if its body was the
+    same."""
+    if request_hash != body_hash:
+        raise InvalidError(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+            errors=[("Idempotency-Key", "already used with another body")],
+        )
+    return response
+
+
+def _in_wallet(wanted: list[str], held: set[str]) -> None:
+    """Refuse coupons the customer does not hold (unused)."""
+    missing = sorted(set(wanted) - held)
+    if missing:
+        raise InvalidError(
+            "coupon_not_in_wallet",
+            f"the customer holds no unused coupon {', '.join(missing)}",
+            errors=[
+                (f"coupons[{wanted.index(m)}]", "not in the customer's wallet") for m in missing
+            ],
+        )
+
+
+def _record(
+    sql: PlainSQL,
+    *,
+    order_id: str,
+    claims: dict[str, Any],
+    request: QuoteRequest,
+    priced: Priced,
+    now: datetime,
+) -> dict[str, Any]:
+    """Write the quote, the order, its lines, allocations and discounts; return the order as
+    :func:`order_view` shows it.
+
+    Multi-row inserts in foreign-key order, no read-backs: each allocation finds its line by
+    (order, position), and the unique quote id (a second order from one quote) and the
+    idempotency key are left to the database's constraints.
+    """
+    quote = priced.quote
+    customer = priced.customer
+    sql.run(
+        "INSERT INTO quotes (id, customer_id, total, rules_stamp, issued_at, expires_at, quote)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            claims["qid"],
+            request.customer.id,
+            quote.total,
+            priced.stamp,
+            sql.instant(datetime.fromisoformat(claims["iat"])),
+            sql.instant(datetime.fromtimestamp(claims["exp"], now.tzinfo)),
+            sql.json(_stored_quote(priced, request)),
+        ),
+    )
+    head = {
+        "id": order_id,
+        "customer_id": request.customer.id,
+        "quote_id": claims["qid"],
+        "status": OrderStatus.CREATED.value,
+        "currency": quote.currency,
+        "list_total": quote.list_total,
+        "discount_total": quote.discount_total,
+        "total": quote.total,
+        "refunded_total": 0,
+        "priced_at": now,
+        "created_at": now,
+    }
+    # The facts it was priced with, for re-pricing later; identity signals are hashes.
+    facts = {
+        "id": customer.id,
+        "member_tier": customer.member_tier,
+        "first_order": customer.first_order,
+        "groups": sorted(customer.groups),
+        "coupons": sorted(customer.coupons),
+        "flash_sale_used": dict(customer.flash_sale_used),
+        "unavailable": dict(customer.unavailable),
+        "signals": list(priced.identity.signals),
+        "rollout_buckets": dict(priced.buckets),
+    }
+    stamp = sql.instant(now)
+    sql.run(
+        "INSERT INTO orders (id, customer_id, quote_id, status, currency, list_total,"
+        " discount_total, total, refunded_total, priced_at, created_at, updated_at,"
+        " customer_facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            order_id,
+            request.customer.id,
+            claims["qid"],
+            head["status"],
+            quote.currency,
+            quote.list_total,
+            quote.discount_total,
+            quote.total,
+            0,
+            stamp,
+            stamp,
+            stamp,
+            sql.json(facts),
+        ),
+    )
+    rows = [
+        {
+            "sku": line.sku,
+            "quantity": line.quantity,
+            "unit_price": line.unit_price,
+            "list_amount": line.list_amount,
+            "discount": line.discount,
+            "final_amount": line.final_amount,
+            "refunded_quantity": 0,
+            "refunded_amount": 0,
+        }
+        for line in quote.lines
+    ]
+    sql.many(
+        "INSERT INTO order_lines (order_id, position, sku, category, tags, quantity, unit_price,"
+        " floor_price, list_amount, discount, final_amount, refunded_quantity, refunded_amount)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+        [
+            (
+                order_id,
+                position,
+                line.sku,
+                cart_line.category,
+                sql.json(sorted(cart_line.tags)),
+                line.quantity,
+                line.unit_price,
+                cart_line.floor_price,
+                line.list_amount,
+                line.discount,
+                line.final_amount,
+            )
+            for position, (line, cart_line) in enumerate(
+                zip(quote.lines, request.cart.lines, strict=True)
+            )
+        ],
+    )
+    sql.many(
+        "INSERT INTO line_allocations (order_line_id, rule_id, rule_version, amount)"
+        " SELECT id, ?, ?, ? FROM order_lines WHERE order_id = ? AND position = ?",
+        [
+            (d.rule_id, d.rule_version, d.amount, order_id, position)
+            for position, line in enumerate(quote.lines)
+            for d in line.discounts
+        ],
+    )
+    discounts = [
+        {
+            "rule_id": d.rule_id,
+            "rule_version": d.rule_version,
+            "kind": d.kind,
+            "layer": d.layer.name.lower(),
+            "amount": d.amount,
+        }
+        for d in quote.discounts
+    ]
+    sql.many(
+        "INSERT INTO order_discounts (order_id, rule_id, rule_version, kind, layer, amount)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (order_id, d["rule_id"], d["rule_version"], d["kind"], d["layer"], d["amount"])
+            for d in discounts
+        ],
+    )
+    shares = [[(d.rule_id, d.rule_version, d.amount) for d in ln.discounts] for ln in quote.lines]
+    return _view(head, zip(rows, shares, strict=True), discounts)
+
+
+def _redeem(
+    sql: PlainSQL, order_id: str, request: QuoteRequest, priced: Priced, now: datetime
+) -> None:
+    """Record who used what; redeem coupons; tie a group-price order to its group place."""
+    customer_id = request.customer.id
+    lines = priced.quote.lines
+    redemptions = []
+    at = sql.instant(now)
+    for discount in priced.quote.discounts:
+        units = sum(lines[i].quantity for i, part in enumerate(discount.allocations) if part)
+        coupon_id = None
+        if discount.kind == "coupon":
+            coupon_id = _redeem_coupon(sql, customer_id, discount.rule_id, order_id, now)
+        elif discount.kind == "flash_sale":
+            spec = priced.ruleset.spec(discount.rule_id)
+            assert isinstance(spec, FlashSale)
+            units = min(
+                units, spec.per_user_limit - priced.customer.flash_sale_used.get(spec.id, 0)
+            )
+        elif discount.kind == "group_buy":
+            attached = groups.attach_order(
+                sql, rule_id=discount.rule_id, customer_id=customer_id, order_id=order_id, now=now
+            )
+            if not attached:
+                raise ConflictError(
+                    "group_not_open",
+                    f"the customer has no free place in an open group of {discount.rule_id!r}",
+                )
+        redemptions.append(
+            (
+                order_id,
+                customer_id,
+                discount.rule_id,
+                discount.rule_version,
+                discount.kind,
+                units,
+                discount.amount,
+                coupon_id,
+                at,
+            )
+        )
+    sql.many(
+        "INSERT INTO redemptions (order_id, customer_id, rule_id, rule_version, kind, units,"
+        " amount, coupon_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        redemptions,
+    )
+
+
+def _redeem_coupon(
+    sql: PlainSQL, customer_id: str, campaign_id: str, order_id: str, now: datetime
+) -> str:
+    candidates = sql.all(
+        "SELECT id FROM issued_coupons WHERE customer_id = ? AND campaign_id = ? AND state = ?"
+        " ORDER BY issued_at, id",
+        (customer_id, campaign_id, CouponState.ISSUED.value),
+    )
+    for (coupon_id,) in candidates:
+        # Conditional on the state we read: a concurrent order cannot redeem it twice.
+        done = sql.run(
+            "UPDATE issued_coupons SET state = ?, redeemed_at = ?, order_id = ?"
+            " WHERE id = ? AND state = ?",
+            (
+                CouponState.REDEEMED.value,
+                sql.instant(now),
+                order_id,
+                coupon_id,
+                CouponState.ISSUED.value,
+            ),
+        )
+        if done == 1:
+            return str(coupon_id)
+    raise ConflictError(
+        "coupon_already_used", f"the customer has no unused coupon {campaign_id!r} left"
     )
 
 
@@ -469,34 +720,24 @@ class Checkout:
         identity = self.identity(request.customer)
         snapshot = await self._live.current()
         order_id = str(uuid.uuid4())
+        placing = _Placing(
+            order_id=order_id,
+            key=key,
+            body_hash=body_hash,
+            claims=claims,
+            request=request,
+            identity=identity,
+            now=now,
+            caller=current.get(),  # the audit entry's caller: read here, not on a driver thread
+        )
         try:
-            async with self._db.write() as session:
-                existing = await session.get(IdempotencyRecord, ("orders", key))
-                if existing is not None:  # committed between our check and our transaction
-                    return self._replayed(existing, body_hash), True
+            view, replayed = await self._db.write_plain(
+                partial(self._commit, placing),
                 # A version suppressed while this order waited for its transaction is out.
-                snapshot = self._live.fresh(snapshot)
-                view = await self._commit(
-                    session,
-                    order_id=order_id,
-                    claims=claims,
-                    request=request,
-                    identity=identity,
-                    ruleset=snapshot.ruleset,
-                    rollout=snapshot.rollout,
-                    stamp=snapshot.stamp,
-                    now=now,
-                )
-                session.add(
-                    IdempotencyRecord(
-                        scope="orders",
-                        key=key,
-                        request_hash=body_hash,
-                        status_code=201,
-                        response=view,
-                        created_at=now,
-                    )
-                )
+                partial(self._live.fresh, snapshot),
+            )
+            if replayed:  # committed between our check and our transaction
+                return view, True
         except (IntegrityError, PromoguardError) as exc:
             # What a non-transactional store (Redis) took for this order goes back: the order
             # never committed.
@@ -528,35 +769,36 @@ class Checkout:
     async def _replay(self, key: str, body_hash: str) -> dict[str, Any] | None:
         async with self._db.read() as session:
             existing = await session.get(IdempotencyRecord, ("orders", key))
-            return None if existing is None else self._replayed(existing, body_hash)
+            if existing is None:
+                return None
+            return _replayed(existing.request_hash, existing.response, body_hash)
 
-    @staticmethod
-    def _replayed(record: IdempotencyRecord, body_hash: str) -> dict[str, Any]:
-        if record.request_hash != body_hash:
-            raise InvalidError(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request body",
-                errors=[("Idempotency-Key", "already used with another body")],
-            )
-        return record.response
-
-    async def _commit(
-        self,
-        session: AsyncSession,
-        *,
-        order_id: str,
-        claims: dict[str, Any],
-        request: QuoteRequest,
-        identity: Identity,
-        ruleset: RuleSet,
-        rollout: Mapping[str, int],
-        stamp: int,
-        now: datetime,
-    ) -> dict[str, Any]:
+    def _commit(
+        self, placing: _Placing, sql: PlainSQL, snapshot: Snapshot
+    ) -> tuple[dict[str, Any], bool]:
+        """The order's transaction, as plain SQL (:meth:`Database.write_plain`; on SQLite it
+        runs on the driver's thread): replay an order already placed with this key, or price
+        the quote again under the live rules and write the order, what it redeemed, its
+        identity marks, the counters it takes and their reservations, the audit entry and the
+        idempotency record. Returns the order and whether it is a replay."""
+        found = sql.one(
+            "SELECT request_hash, response FROM idempotency_keys WHERE scope = ? AND key = ?",
+            ("orders", placing.key),
+        )
+        if found is not None:
+            return _replayed(found[0], sql.from_json(found[1]), placing.body_hash), True
+        claims, request, identity, now = (
+            placing.claims,
+            placing.request,
+            placing.identity,
+            placing.now,
+        )
+        ruleset = snapshot.ruleset
+        rollout = snapshot.rollout
         buckets, out = _rollout(rollout, request.customer.id) if rollout else ({}, {})
         try:
-            customer = await self._customer(
-                session,
+            customer = self._customer_in(
+                sql,
                 ruleset=ruleset,
                 request=request,
                 identity=identity,
@@ -575,26 +817,14 @@ class Checkout:
         # Priced without reading the counters: if a limit is used up since the quote, taking it
         # below says which one (a clearer answer than a changed price).
         quote = ruleset.quote(request.cart, customer, now)
-        if quote.total != claims["total"]:
+        if quote.total != claims["total"] and quote.discounts and self._reads(ruleset):
             # The quote may have left out a discount already used up then: price it the same way.
-            customer, quote = await self._without_used_up(
-                session,
-                ruleset=ruleset,
-                request=request,
-                identity=identity,
-                customer=customer,
-                quote=quote,
-                now=now,
-            )
-        priced = Priced(
-            quote,
-            customer,
-            stamp,
-            ruleset,
-            identity,
-            buckets=buckets,
-            degraded=tuple(claims.get("deg", ())),
-        )
+            needs = takes(quote, ruleset, identity, customer)
+            levels = self.counters.levels_plain(sql, {t.key for _, t in needs})
+            if blocked := unfit(needs, levels):
+                unavailable = {**customer.unavailable, **blocked}
+                customer = customer.model_copy(update={"unavailable": unavailable})
+                quote = ruleset.quote(request.cart, customer, now)
         if quote.total != claims["total"]:
             raise ConflictError(
                 "quote_changed",
@@ -602,243 +832,119 @@ class Checkout:
                 "units): ask for a new quote",
                 extra={"quoted_total": claims["total"], "current_total": quote.total},
             )
-        view = await self._record(
-            session, order_id=order_id, claims=claims, request=request, priced=priced, now=now
+        priced = Priced(
+            quote,
+            customer,
+            snapshot.stamp,
+            ruleset,
+            identity,
+            buckets=buckets,
+            degraded=tuple(claims.get("deg", ())),
         )
-        await self._redeem(session, order_id, request, priced, now)
-        await mark_order(session, identity, order_id, now)
-        needs = takes(quote, ruleset, identity, customer)
-        await self._take(session, order_id, needs, now)
-        audit.record(
-            session,
-            actor=request.customer.id,
-            action="order.created",
-            subject_type="order",
-            subject_id=order_id,
-            detail={"total": quote.total, "discount": quote.discount_total, "rules_stamp": stamp},
+        order_id = placing.order_id
+        view = _record(
+            sql, order_id=order_id, claims=claims, request=request, priced=priced, now=now
         )
-        return view
+        _redeem(sql, order_id, request, priced, now)
+        mark_order(sql, identity, order_id, now)
+        self._take(sql, order_id, takes(quote, ruleset, identity, customer), now)
+        caller = placing.caller
+        sql.run(
+            "INSERT INTO audit_log (at, actor, action, subject_type, subject_id, detail, key_id,"
+            " role, ip, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sql.instant(utcnow()),
+                request.customer.id,
+                "order.created",
+                "order",
+                order_id,
+                sql.json(
+                    {
+                        "total": quote.total,
+                        "discount": quote.discount_total,
+                        "rules_stamp": snapshot.stamp,
+                    }
+                ),
+                None if caller is None else caller.key_id,
+                None if caller is None else caller.role,
+                None if caller is None else caller.ip,
+                None if caller is None else caller.request_id,
+            ),
+        )
+        sql.run(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ("orders", placing.key, placing.body_hash, 201, sql.json(view), sql.instant(now)),
+        )
+        return view, False
 
-    async def _take(
-        self, session: AsyncSession, order_id: str, needs: list[Need], now: datetime
-    ) -> None:
+    def _customer_in(
+        self,
+        sql: PlainSQL,
+        *,
+        ruleset: RuleSet,
+        request: QuoteRequest,
+        identity: Identity,
+        tier: str | None,
+        now: datetime,
+        unavailable: Mapping[str, str],
+    ) -> Customer:
+        """:meth:`_customer` inside the order's plain-SQL transaction."""
+        facts = request.customer
+        kinds = ruleset.kinds
+        wanted = list(request.coupons)
+        held: set[str] = set()
+        if wanted:
+            rows = sql.all(
+                "SELECT campaign_id FROM issued_coupons WHERE customer_id = ? AND state = ?"
+                f" AND campaign_id IN ({sql.marks(len(wanted))})",
+                (facts.id, CouponState.ISSUED.value, *wanted),
+            )
+            held = {row[0] for row in rows}
+            _in_wallet(wanted, held)
+        used: dict[str, int] = {}
+        if "flash_sale" in kinds:
+            flash = [c.id for c in ruleset.rules if c.kind == "flash_sale"]
+            levels = self.counters.levels_plain(
+                sql, [flash_units_key(rule, facts.id) for rule in flash]
+            )
+            used = {rule: levels[flash_units_key(rule, facts.id)] for rule in flash}
+        first = "first_order" in kinds and first_order_eligible_in(sql, identity)
+        places: set[str] = set()
+        if "group_buy" in kinds:
+            places = groups.open_memberships_in(sql, facts.id, now)
+        return Customer(
+            id=facts.id,
+            member_tier=tier,
+            first_order=first,
+            groups=frozenset(places),
+            coupons=frozenset(held),
+            flash_sale_used=used,
+            unavailable=unavailable,
+        )
+
+    def _take(self, sql: PlainSQL, order_id: str, needs: list[Need], now: datetime) -> None:
         """Take every counter the order needs (all or none) and record the reservations.
 
         Taken last in the transaction, so on PostgreSQL a hot counter's row lock is held for as
         short a time as possible."""
         if not needs:
             return
-        refused = await self.counters.take(session, [t for _, t in needs], order_id)
+        refused = self.counters.take_plain(sql, [t for _, t in needs], order_id)
         if refused is not None:
             rule = next(rule for rule, t in needs if t is refused)
-            used = (await self.counters.levels(session, [refused.key]))[refused.key]
+            used = self.counters.levels_plain(sql, [refused.key])[refused.key]
             detail, extra = refusal_detail(rule, refused, used)
             raise ConflictError(refused.refusal, detail, extra=extra)
-        expires = now + self.reservation_ttl
-        await session.execute(
-            insert(Reservation),
+        expires = sql.instant(now + self.reservation_ttl)
+        updated = sql.instant(now)
+        sql.many(
+            "INSERT INTO reservations (order_id, key, amount, state, expires_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             [
-                {
-                    "order_id": order_id,
-                    "key": t.key,
-                    "amount": t.amount,
-                    "state": ReservationState.RESERVED.value,
-                    "expires_at": expires,
-                    "updated_at": now,
-                }
+                (order_id, t.key, t.amount, ReservationState.RESERVED.value, expires, updated)
                 for _, t in needs
             ],
-        )
-
-    async def _record(
-        self,
-        session: AsyncSession,
-        *,
-        order_id: str,
-        claims: dict[str, Any],
-        request: QuoteRequest,
-        priced: Priced,
-        now: datetime,
-    ) -> dict[str, Any]:
-        """Write the quote, the order, its lines, allocations and discounts; return the order as
-        :func:`order_view` shows it.
-
-        Bulk inserts in foreign-key order, no read-backs: the unique quote id (a second order
-        from one quote) and the idempotency key are left to the database's constraints.
-        """
-        quote = priced.quote
-        customer = priced.customer
-        await session.execute(
-            insert(QuoteRecord).values(
-                id=claims["qid"],
-                customer_id=request.customer.id,
-                total=quote.total,
-                rules_stamp=priced.stamp,
-                issued_at=datetime.fromisoformat(claims["iat"]),
-                expires_at=datetime.fromtimestamp(claims["exp"], now.tzinfo),
-                quote=_stored_quote(priced, request),
-            )
-        )
-        head = {
-            "id": order_id,
-            "customer_id": request.customer.id,
-            "quote_id": claims["qid"],
-            "status": OrderStatus.CREATED.value,
-            "currency": quote.currency,
-            "list_total": quote.list_total,
-            "discount_total": quote.discount_total,
-            "total": quote.total,
-            "refunded_total": 0,
-            "priced_at": now,
-            "created_at": now,
-            "updated_at": now,
-            # The facts it was priced with, for re-pricing later; identity signals are hashes.
-            "customer_facts": {
-                "id": customer.id,
-                "member_tier": customer.member_tier,
-                "first_order": customer.first_order,
-                "groups": sorted(customer.groups),
-                "coupons": sorted(customer.coupons),
-                "flash_sale_used": dict(customer.flash_sale_used),
-                "unavailable": dict(customer.unavailable),
-                "signals": list(priced.identity.signals),
-                "rollout_buckets": dict(priced.buckets),
-            },
-        }
-        await session.execute(insert(Order).values(**head))
-        rows = [
-            {
-                "order_id": order_id,
-                "position": position,
-                "sku": line.sku,
-                "category": cart_line.category,
-                "tags": sorted(cart_line.tags),
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-                "floor_price": cart_line.floor_price,
-                "list_amount": line.list_amount,
-                "discount": line.discount,
-                "final_amount": line.final_amount,
-                "refunded_quantity": 0,
-                "refunded_amount": 0,
-            }
-            for position, (line, cart_line) in enumerate(
-                zip(quote.lines, request.cart.lines, strict=True)
-            )
-        ]
-        line_ids = (
-            await session.scalars(
-                insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True), rows
-            )
-        ).all()
-        allocations = [
-            {
-                "order_line_id": line_id,
-                "rule_id": d.rule_id,
-                "rule_version": d.rule_version,
-                "amount": d.amount,
-            }
-            for line_id, line in zip(line_ids, quote.lines, strict=True)
-            for d in line.discounts
-        ]
-        if allocations:
-            await session.execute(insert(LineAllocation), allocations)
-        discounts = [
-            {
-                "order_id": order_id,
-                "rule_id": d.rule_id,
-                "rule_version": d.rule_version,
-                "kind": d.kind,
-                "layer": d.layer.name.lower(),
-                "amount": d.amount,
-            }
-            for d in quote.discounts
-        ]
-        if discounts:
-            await session.execute(insert(OrderDiscountRow), discounts)
-        shares = [
-            [(d.rule_id, d.rule_version, d.amount) for d in ln.discounts] for ln in quote.lines
-        ]
-        return _view(head, zip(rows, shares, strict=True), discounts)
-
-    async def _redeem(
-        self,
-        session: AsyncSession,
-        order_id: str,
-        request: QuoteRequest,
-        priced: Priced,
-        now: datetime,
-    ) -> None:
-        """Record who used what; redeem coupons; tie a group-price order to its group place."""
-        customer_id = request.customer.id
-        lines = priced.quote.lines
-        redemptions = []
-        for discount in priced.quote.discounts:
-            units = sum(lines[i].quantity for i, part in enumerate(discount.allocations) if part)
-            coupon_id = None
-            if discount.kind == "coupon":
-                coupon_id = await self._redeem_coupon(
-                    session, customer_id, discount.rule_id, order_id, now
-                )
-            elif discount.kind == "flash_sale":
-                spec = priced.ruleset.spec(discount.rule_id)
-                assert isinstance(spec, FlashSale)
-                units = min(
-                    units, spec.per_user_limit - priced.customer.flash_sale_used.get(spec.id, 0)
-                )
-            elif discount.kind == "group_buy":
-                attached = await groups.attach_order(
-                    session,
-                    rule_id=discount.rule_id,
-                    customer_id=customer_id,
-                    order_id=order_id,
-                    now=now,
-                )
-                if not attached:
-                    raise ConflictError(
-                        "group_not_open",
-                        f"the customer has no free place in an open group of {discount.rule_id!r}",
-                    )
-            redemptions.append(
-                {
-                    "order_id": order_id,
-                    "customer_id": customer_id,
-                    "rule_id": discount.rule_id,
-                    "rule_version": discount.rule_version,
-                    "kind": discount.kind,
-                    "units": units,
-                    "amount": discount.amount,
-                    "coupon_id": coupon_id,
-                    "at": now,
-                }
-            )
-        if redemptions:
-            await session.execute(insert(Redemption), redemptions)
-
-    @staticmethod
-    async def _redeem_coupon(
-        session: AsyncSession, customer_id: str, campaign_id: str, order_id: str, now: datetime
-    ) -> str:
-        candidates = await session.scalars(
-            select(IssuedCoupon.id)
-            .where(
-                IssuedCoupon.customer_id == customer_id,
-                IssuedCoupon.campaign_id == campaign_id,
-                IssuedCoupon.state == CouponState.ISSUED,
-            )
-            .order_by(IssuedCoupon.issued_at, IssuedCoupon.id)
-        )
-        for coupon_id in candidates.all():
-            # Conditional on the state we read: a concurrent order cannot redeem it twice.
-            done = await session.execute(
-                update(IssuedCoupon)
-                .where(IssuedCoupon.id == coupon_id, IssuedCoupon.state == CouponState.ISSUED)
-                .values(state=CouponState.REDEEMED, redeemed_at=now, order_id=order_id)
-            )
-            if done.rowcount == 1:  # type: ignore[attr-defined]
-                return coupon_id
-        raise ConflictError(
-            "coupon_already_used", f"the customer has no unused coupon {campaign_id!r} left"
         )
 
     # -- reading and events -----------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy import Table, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.orders.models import Counter
-from promoguard.store.db import upsert_insert
+from promoguard.store.db import PlainSQL, upsert_insert
 
 __all__ = ["Counters", "RedisCounters", "SqlCounters", "Take"]
 
@@ -89,6 +89,15 @@ class Counters(ABC):
     async def levels(self, session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
         """How much of each counter is used (missing keys are at 0)."""
 
+    @abstractmethod
+    def take_plain(self, sql: PlainSQL, takes: Sequence[Take], owner: str) -> Take | None:
+        """:meth:`take` inside an order's plain-SQL transaction
+        (:meth:`~promoguard.store.db.Database.write_plain`)."""
+
+    @abstractmethod
+    def levels_plain(self, sql: PlainSQL, keys: Iterable[str]) -> dict[str, int]:
+        """:meth:`levels` inside an order's plain-SQL transaction."""
+
 
 def _sorted(takes: Sequence[Take]) -> list[Take]:
     # One fixed order for everyone (no two transactions lock rows in opposite orders), with
@@ -128,6 +137,31 @@ class SqlCounters(Counters):
             if (await session.execute(statement)).scalar_one_or_none() is None:
                 return take
         return None
+
+    def take_plain(self, sql: PlainSQL, takes: Sequence[Take], owner: str) -> Take | None:
+        """:meth:`take` as plain SQL: the same conditional upsert per take, in the same order."""
+        for take in _sorted(takes):
+            if take.amount > take.limit:
+                return take
+            # ``used`` in DO UPDATE is the stored row's (on both SQLite and PostgreSQL).
+            taken = sql.one(
+                "INSERT INTO counters (key, used) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET used = counters.used + ? WHERE counters.used + ? <= ? RETURNING used",
+                (take.key, take.amount, take.amount, take.amount, take.limit),
+            )
+            if taken is None:
+                return take
+        return None
+
+    def levels_plain(self, sql: PlainSQL, keys: Iterable[str]) -> dict[str, int]:
+        """:meth:`levels` as plain SQL, in one query."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        rows = sql.all(
+            f"SELECT key, used FROM counters WHERE key IN ({sql.marks(len(wanted))})", wanted
+        )
+        return dict.fromkeys(wanted, 0) | dict(rows)
 
     async def committed(self, owner: str) -> None:
         """Nothing to do: the takes committed with the order."""
@@ -210,6 +244,17 @@ class RedisCounters(Counters):
         owner: str,
     ) -> Take | None:
         """Check and raise every counter in one atomic script; journal what ``owner`` took."""
+        return await self._take_all(takes, owner)
+
+    def take_plain(self, sql: PlainSQL, takes: Sequence[Take], owner: str) -> Take | None:
+        """:meth:`take`, its script run on the event loop while the transaction waits."""
+        return sql.wait(self._take_all(takes, owner))
+
+    def levels_plain(self, sql: PlainSQL, keys: Iterable[str]) -> dict[str, int]:
+        """:meth:`levels`, read on the event loop while the transaction waits."""
+        return sql.wait(self._levels(keys))
+
+    async def _take_all(self, takes: Sequence[Take], owner: str) -> Take | None:
         ordered = _sorted(takes)
         if not ordered:
             return None
@@ -267,6 +312,9 @@ class RedisCounters(Counters):
 
     async def levels(self, session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
         """Read the counters with one MGET."""
+        return await self._levels(keys)
+
+    async def _levels(self, keys: Iterable[str]) -> dict[str, int]:
         wanted = list(keys)
         if not wanted:
             return {}
