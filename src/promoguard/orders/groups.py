@@ -239,7 +239,7 @@ def attach_order(
         (customer_id, rule_id, GroupState.OPEN.value, sql.instant(now)),
     )
     for (group_id,) in candidates:
-        done = sql.run(
+        done = sql.count(
             "UPDATE group_members SET order_id = ? WHERE group_id = ? AND customer_id = ?"
             " AND order_id IS NULL",
             (order_id, group_id, customer_id),

@@ -456,7 +456,7 @@ def _redeem_coupon(
     )
     for (coupon_id,) in candidates:
         # Conditional on the state we read: a concurrent order cannot redeem it twice.
-        done = sql.run(
+        done = sql.count(
             "UPDATE issued_coupons SET state = ?, redeemed_at = ?, order_id = ?"
             " WHERE id = ? AND state = ?",
             (

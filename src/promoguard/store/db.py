@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.util import await_
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import await_, greenlet_spawn
 
 __all__ = [
     "Base",
@@ -142,14 +143,48 @@ def _sqlite_instant(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+class _Pipelined:
+    """psycopg's async connection in pipeline mode, driven from a greenlet (SQLAlchemy's
+    ``await_``): statements are sent without waiting, and the connection waits for the server
+    only when a result is needed (rows, a row count) and at the end."""
+
+    __slots__ = ("_connection", "_last", "_pipeline")
+
+    def __init__(self, connection: Any, pipeline: Any) -> None:
+        self._connection = connection
+        self._pipeline = pipeline
+        self._last: Any = None
+
+    def execute(self, sql: str, params: Sequence[Any]) -> None:
+        # A cursor per statement: each keeps its own result until it is read.
+        self._last = self._connection.cursor()
+        await_(self._last.execute(sql, params))
+
+    def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        self._last = self._connection.cursor()
+        await_(self._last.executemany(sql, rows))
+
+    def fetchall(self) -> list[Any]:
+        rows: list[Any] = await_(self._last.fetchall())
+        return rows
+
+    @property
+    def rowcount(self) -> int:
+        await_(self._pipeline.sync())
+        count: int = self._last.rowcount
+        return count
+
+
 class PlainSQL:
-    """Plain SQL on one write transaction's own driver cursor, for a hot path of fixed
+    """Plain SQL on one write transaction's own driver connection, for a hot path of fixed
     statements where SQLAlchemy's work per statement costs more than the database's.
 
     Statements are written with ``?`` marks (turned into ``%s`` for psycopg); :meth:`instant`
     and :meth:`json` give values in the form the mapped column types store them, so the ORM
     reads these rows as its own. A driver error is raised as SQLAlchemy's exception of the same
-    kind (``IntegrityError``, ``DataError``, ...), as a statement through the ORM would be.
+    kind (``IntegrityError``, ``DataError``, ...), as a statement through the ORM would be. On
+    PostgreSQL the statements are pipelined: an error may surface at a later statement, or at
+    the end of the transaction, which rolls back all the same.
     """
 
     __slots__ = ("_cursor", "_error", "_sqlite", "_wait")
@@ -170,16 +205,23 @@ class PlainSQL:
     def _sql(self, sql: str) -> str:
         return sql if self._sqlite else _pyformat(sql)
 
-    def _raise(self, sql: str, params: Any, exc: Exception) -> None:
+    def _raise(self, sql: str, params: Any, exc: Exception) -> NoReturn:
         raise DBAPIError.instance(sql, params, exc, self._error) from exc
 
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute one statement; the rows it changed."""
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Execute one statement."""
         try:
             self._cursor.execute(self._sql(sql), params)
         except self._error as exc:
             self._raise(sql, params, exc)
-        rowcount: int = self._cursor.rowcount
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute one statement; the rows it changed."""
+        self.run(sql, params)
+        try:
+            rowcount: int = self._cursor.rowcount
+        except self._error as exc:
+            self._raise(sql, params, exc)
         return rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -195,7 +237,10 @@ class PlainSQL:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row a query returns."""
         self.run(sql, params)
-        return [tuple(row) for row in self._cursor.fetchall()]
+        try:
+            return [tuple(row) for row in self._cursor.fetchall()]
+        except self._error as exc:
+            self._raise(sql, params, exc)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row a query returns, or None."""
@@ -256,6 +301,9 @@ class Database:
             engine = create_async_engine(target, echo=echo, pool_size=10, max_overflow=10)
             self._write_engine = self._read_engine = engine
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._plain: tuple[PoolProxiedConnection, Any] | None = None
+        """SQLite: the connection :meth:`write_plain` keeps for itself (used under the write
+        lock only), so a plain transaction costs no pool checkout and no reset on return."""
         self._writes = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
@@ -289,23 +337,47 @@ class Database:
         call on the driver's thread, queued behind the process's other writes as :meth:`write`
         is: one hop between the threads instead of a few per statement, and the database's
         write lock is held only while it runs. On PostgreSQL ``work`` runs in a greenlet on the
-        event loop, every statement awaited on a pooled connection.
+        event loop, its statements pipelined on a pooled connection: the server is waited for
+        only when a result is needed and at the end.
         """
         if self._write_lock is None:
-            async with self._write_engine.begin() as conn:
-                started = start()
-                return await conn.run_sync(self._pg_work, work, started)
-        async with self._write_lock, self._write_engine.connect() as conn:
+            return await self._write_pipelined(work, start)
+        return await self._write_in_thread(self._write_lock, work, start)
+
+    async def _write_pipelined(self, work: Callable[[PlainSQL, S], T], start: Callable[[], S]) -> T:
+        async with self._write_engine.begin() as conn:
             raw = await conn.get_raw_connection()
-            driver = raw.driver_connection  # aiosqlite's connection: its thread runs sqlite3
+            driver = raw.driver_connection  # psycopg's AsyncConnection
             assert driver is not None
+            error: type[Exception] = conn.dialect.loaded_dbapi.Error
+            started = start()
+            try:
+                async with driver.pipeline() as pipeline:
+                    sql = PlainSQL(
+                        _Pipelined(driver, pipeline), sqlite=False, error=error, wait=await_
+                    )
+                    result: T = await greenlet_spawn(work, sql, started)
+                    return result
+            except error as exc:  # raised as the pipeline ends
+                raise DBAPIError.instance(None, None, exc, error) from exc
+
+    async def _write_in_thread(
+        self, lock: asyncio.Lock, work: Callable[[PlainSQL, S], T], start: Callable[[], S]
+    ) -> T:
+        async with lock:
+            if self._plain is None:
+                # Out of the pool (the pool's connect event has set the pragmas), for good.
+                raw = await self._write_engine.raw_connection()
+                self._plain = raw, raw.driver_connection  # aiosqlite's: its thread runs sqlite3
+                raw.detach()
+            driver = self._plain[1]
             started = start()
             wait = _run_on_loop(asyncio.get_running_loop())
-            error: type[Exception] = conn.dialect.loaded_dbapi.Error
+            error: type[Exception] = self._write_engine.dialect.loaded_dbapi.Error
 
             def transaction() -> T:
                 # Runs on aiosqlite's thread, the only one its sqlite3 connection may be used on.
-                connection = driver._conn
+                connection = driver._conn  # the sqlite3 connection (aiosqlite: no public way)
                 cursor = connection.cursor()
                 try:
                     cursor.execute("BEGIN IMMEDIATE")
@@ -326,17 +398,6 @@ class Database:
             # One call on the connection's own thread (aiosqlite's queue; no public way in).
             return await driver._execute(transaction)  # type: ignore[no-any-return]
 
-    @staticmethod
-    def _pg_work(conn: Connection, work: Callable[[PlainSQL, S], T], started: S) -> T:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        try:
-            error: type[Exception] = conn.dialect.loaded_dbapi.Error
-            return work(PlainSQL(cursor, sqlite=False, error=error, wait=await_), started)
-        finally:
-            cursor.close()
-
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only transaction."""
@@ -345,6 +406,9 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        if self._plain is not None:
+            (plain, _), self._plain = self._plain, None
+            await greenlet_spawn(plain.close)
         await self._write_engine.dispose()
         if self._read_engine is not self._write_engine:
             await self._read_engine.dispose()
