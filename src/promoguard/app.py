@@ -52,7 +52,7 @@ from promoguard.plans.routes import router as plans_router
 from promoguard.promotions.engine import PricingPolicy
 from promoguard.security.guard import Guard
 from promoguard.security.keys import Role
-from promoguard.security.nonces import DatabaseNonces, RedisNonces
+from promoguard.security.nonces import DatabaseNonces, NonceStore, RedisNonces, SqliteNonces
 from promoguard.security.ratelimit import RateLimits
 from promoguard.security.routes import router as audit_router
 from promoguard.settings import Settings
@@ -250,6 +250,14 @@ def _alert_rules(settings: Settings) -> list[AlertRule]:
         return load_rules(file.read())
 
 
+def _nonce_store(db: Database, redis: Redis | None, prefix: str) -> NonceStore:
+    """Redis when configured; else a file beside the embedded database, or the database's
+    table on PostgreSQL: every worker shares the one it uses."""
+    if redis is not None:
+        return RedisNonces(redis, prefix)
+    return SqliteNonces.beside(db) if db.is_sqlite else DatabaseNonces(db)
+
+
 def _include_routers(app: FastAPI) -> None:
     app.include_router(campaigns_router)
     app.include_router(catalogue_router)
@@ -326,14 +334,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
             telemetry=telemetry,
         )
+        nonces = _nonce_store(db, redis, settings.redis_prefix)
         guard = Guard(
             db=db,
             master_secret=settings.secret_key,
-            nonces=(
-                RedisNonces(redis, settings.redis_prefix)
-                if redis is not None
-                else DatabaseNonces(db)
-            ),
+            nonces=nonces,
             limits=RateLimits(settings.rate_limits, settings.redis_url, settings.redis_prefix),
             signing_required=frozenset(settings.signing_required),
             skew=timedelta(seconds=settings.clock_skew_seconds),
@@ -371,6 +376,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await notifications.stop()
             await live.stop()
             await deps.aclose()
+            await nonces.aclose()
             if redis is not None:
                 await redis.aclose()
             await db.dispose()

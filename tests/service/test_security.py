@@ -278,6 +278,21 @@ def test_redis_stores_nonces_and_limits_for_every_worker(settings, redis_url):
     assert [r.status_code for r in fresh] == [200, 429, 429]
 
 
+def test_a_request_replayed_to_another_worker_is_refused_without_redis(settings):
+    """Embedded, the workers share the nonce file beside the database; on PostgreSQL, the
+    database's table."""
+    key_id, secret = make_key(settings, "auditor")
+    headers = signing.sign(key_id=key_id, secret=secret, method="GET", path="/v1/campaigns")
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        first = one.get("/v1/campaigns", headers=headers)
+        replay = two.get("/v1/campaigns", headers=headers)
+        again = one.get("/v1/campaigns", headers=headers)
+
+    assert first.status_code == 200
+    assert (replay.status_code, replay.json()["code"]) == (401, "nonce_replayed")
+    assert (again.status_code, again.json()["code"]) == (401, "nonce_replayed")
+
+
 def test_auditors_read_the_audit_log_with_before_and_after_and_shops_cannot(settings):
     with signed_client(settings, "operator") as ops:
         live(ops, coupon_spec())

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Request
+from starlette.types import Scope
 
 from promoguard.errors import BadRequestError, ForbiddenError, UnauthorizedError
 from promoguard.security import signing
@@ -54,6 +55,8 @@ class _Key:
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     revoked: bool
     owner: str = ""
+    signing_secret: str = ""
+    """The key's secret, derived from the server's secret once per cache lifetime."""
 
 
 def client_ip(
@@ -64,7 +67,8 @@ def client_ip(
     The chain is read right to left and the first address that is not a trusted proxy wins, so
     a client cannot forge its address by sending its own ``X-Forwarded-For``.
     """
-    peer = request.client.host if request.client else "0.0.0.0"
+    client = request.scope.get("client")
+    peer = client[0] if client else "0.0.0.0"
     proxies = tuple(trusted_proxies)
     if not proxies or not _in_networks(peer, proxies):
         return peer
@@ -114,6 +118,7 @@ class Guard:
                     networks=tuple(ipaddress.ip_network(n, strict=False) for n in row.allowed_ips),
                     revoked=row.revoked_at is not None,
                     owner=row.owner,
+                    signing_secret=derive_secret(self._master, row.id),
                 )
         if len(self._keys) > 10_000:  # unknown ids must not grow the cache without bound
             self._keys.clear()
@@ -122,10 +127,8 @@ class Guard:
 
     async def check(self, request: Request, *, roles: frozenset[str], route: str) -> Principal:
         """Let the request through (and return who it is) or raise the first failure."""
-        headers = request.headers
-        key_id, bearer = self._named_key(
-            headers.get(signing.HEADER_KEY), headers.get("authorization")
-        )
+        headers = _headers(request.scope)
+        key_id, bearer = self._named_key(headers.get(_KEY), headers.get("authorization"))
         key = await self._key(key_id)
         if key is None or key.revoked:
             raise UnauthorizedError("unknown_key", f"no active API key {key_id!r}")
@@ -137,9 +140,9 @@ class Guard:
                 "role_forbidden",
                 f"a {key.role} key may not call {route}; it needs {' or '.join(sorted(roles))}",
             )
-        signed = signing.HEADER_SIGNATURE in headers
+        signed = _SIGNATURE in headers
         if signed:
-            nonce = await self._verify_signature(request, key)
+            nonce = await self._verify_signature(request, key, headers)
         elif key.role in self._signing_required or bearer is None:
             raise UnauthorizedError(
                 "signature_required", f"requests from {key.role} keys must be signed"
@@ -184,11 +187,10 @@ class Guard:
         if not hmac.compare_digest(digest, key.secret_sha256):
             raise UnauthorizedError("bad_credentials", "the key's secret is wrong")
 
-    async def _verify_signature(self, request: Request, key: _Key) -> str:
-        headers = request.headers
-        stamp = headers.get(signing.HEADER_TIMESTAMP, "")
-        nonce = headers.get(signing.HEADER_NONCE, "")
-        digest = headers.get(signing.HEADER_DIGEST, "")
+    async def _verify_signature(self, request: Request, key: _Key, headers: dict[str, str]) -> str:
+        stamp = headers.get(_TIMESTAMP, "")
+        nonce = headers.get(_NONCE, "")
+        digest = headers.get(_DIGEST, "")
         if not stamp.isdigit() or not NONCE.match(nonce) or len(digest) != 64:
             raise UnauthorizedError(
                 "signature_invalid",
@@ -201,16 +203,18 @@ class Guard:
                 f"the request's timestamp is more than {int(self._skew.total_seconds())} s "
                 "from the server's clock",
             )
+        scope = request.scope
+        raw_path = scope.get("raw_path")
         canonical = signing.canonical_string(
             request.method,
-            request.scope.get("raw_path", request.url.path.encode()).decode(),
-            request.url.query,
+            request.url.path if raw_path is None else raw_path.decode(),
+            request.url.query if scope.get("query_string") else "",
             stamp,
             nonce,
             digest,
         )
-        expected = signing.signature(derive_secret(self._master, key.id), canonical)
-        if not hmac.compare_digest(expected, headers.get(signing.HEADER_SIGNATURE, "")):
+        expected = signing.signature(key.signing_secret, canonical)
+        if not hmac.compare_digest(expected, headers.get(_SIGNATURE, "")):
             raise UnauthorizedError("signature_invalid", "the signature does not match the request")
         body = await request.body()
         if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), digest.lower()):
@@ -218,6 +222,22 @@ class Guard:
                 "body_digest_mismatch", "the body is not the one that was signed (tampered?)"
             )
         return nonce
+
+
+_KEY = signing.HEADER_KEY.lower()
+_TIMESTAMP = signing.HEADER_TIMESTAMP.lower()
+_NONCE = signing.HEADER_NONCE.lower()
+_DIGEST = signing.HEADER_DIGEST.lower()
+_SIGNATURE = signing.HEADER_SIGNATURE.lower()
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name, the first of repeated ones (as Starlette's
+    ``Headers.get`` answers), read in one pass instead of a scan per header."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
 
 
 def _in_networks(

@@ -1,28 +1,53 @@
 """Replay protection: a nonce is accepted once within the clock-skew window.
 
-Two stores behind one interface: the database (embedded; a primary-key insert that fails on a
-repeat, expired rows swept as it goes) and Redis (``SET key NX EX window``) when configured. If
-the store cannot answer, the request is refused (fail closed).
+Three stores behind one interface; every worker process of a deployment shares the same one, so a
+request replayed to another worker is refused too:
+
+- :class:`SqliteNonces` (embedded, SQLite): a small SQLite file of its own next to the database
+  (``promoguard.db`` -> ``promoguard.nonces.db``), which every worker on the machine opens. A nonce
+  is one upsert on a primary key, written synchronously on the event loop: a few microseconds, no
+  round trip through the database driver's thread, and no batching needed;
+- :class:`DatabaseNonces` (PostgreSQL without Redis): the ``used_nonces`` table, one
+  ``INSERT ... SELECT unnest(...) ON CONFLICT`` per batch of concurrent requests on a connection
+  of its own, so a signed read is not a transaction of its own;
+- :class:`RedisNonces` (when Redis is configured): ``SET key NX EX window``, one script call per
+  batch.
+
+A nonce whose window has passed may be used again (its row is renewed). If the store cannot
+answer, the request is refused (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from promoguard.errors import PromoguardError
 from promoguard.security.models import UsedNonce
 from promoguard.store.db import Database
 
-__all__ = ["DatabaseNonces", "NonceStore", "RedisNonces", "StoreUnavailableError"]
+__all__ = [
+    "DatabaseNonces",
+    "NonceStore",
+    "RedisNonces",
+    "SqliteNonces",
+    "StoreUnavailableError",
+    "nonce_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +58,12 @@ class StoreUnavailableError(PromoguardError):
     status = 503
 
 
+def _unavailable() -> StoreUnavailableError:
+    return StoreUnavailableError(
+        "security_store_unavailable", "the replay-protection store is unavailable"
+    )
+
+
 class NonceStore(Protocol):
     """Remembers nonces for ``window`` and tells whether one is new."""
 
@@ -40,6 +71,232 @@ class NonceStore(Protocol):
         """Record the nonce; True if it was not seen in the window."""
         ...
 
+    async def aclose(self) -> None:
+        """Let go of the store's connection (the app is stopping)."""
+        ...
+
+
+# -- embedded: a SQLite file of its own ------------------------------------------------------
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
+    "expires_at INTEGER NOT NULL, PRIMARY KEY (key_id, nonce))",
+    "CREATE INDEX IF NOT EXISTS ix_nonces_expires_at ON nonces (expires_at)",
+)
+_ROWS_PER_STATEMENT = 500
+"""At most this many nonces in one statement (three parameters each)."""
+
+
+@functools.cache
+def _record_statement(rows: int) -> str:
+    """Record ``rows`` nonces: a new one is inserted; a known one counts again only once its
+    window has passed. The nonces recorded are returned."""
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO nonces (key_id, nonce, expires_at) VALUES {values} "
+        "ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+        "WHERE nonces.expires_at <= ? RETURNING key_id, nonce"
+    )
+
+
+_SWEEP = (
+    "DELETE FROM nonces WHERE rowid IN "
+    "(SELECT rowid FROM nonces WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+)
+# Nonces the database table held before this store existed (an upgrade while requests flow).
+_ADOPT = (
+    "INSERT OR IGNORE INTO nonces (key_id, nonce, expires_at) "
+    "SELECT key_id, nonce, CAST(strftime('%s', expires_at) AS INTEGER) FROM old.used_nonces "
+    "WHERE CAST(strftime('%s', expires_at) AS INTEGER) > ?"
+)
+SWEEP_EVERY = 64
+"""Expired rows are deleted, at most twice this many at a time, every this many nonces: the file
+stays the size of one window, and no single request pays for a large delete."""
+BUSY_SECONDS = 5.0
+"""How long a write waits for another worker's write before the request is refused (503)."""
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _busy(exc: Exception) -> bool:
+    """Whether SQLite said another connection holds the lock."""
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _BUSY
+
+
+def nonce_file(db: Database) -> Path | None:
+    """The nonce file beside an embedded database file (None: not a file on disk)."""
+    if not db.is_sqlite:
+        return None
+    name = make_url(db.url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    path = Path(name)
+    return path.with_name(f"{path.stem}.nonces{path.suffix or '.db'}")
+
+
+_Waiting = tuple[str, str, int, int, "asyncio.Future[bool]"]
+"""(key id, nonce, now and expiry in Unix seconds, the waiting request's answer)."""
+
+
+class SqliteNonces:
+    """Nonces in a SQLite file of their own (WAL), shared by every worker process on the machine.
+
+    The nonces of the requests that reach this check in one turn of the event loop are written
+    together, synchronously on the loop: one upsert statement on a primary key, some tens of
+    microseconds, far less than a hop to a driver thread and back (which, under load, also waits
+    for the GIL). SQLite lets one writer at a time in; a worker that finds the file locked by
+    another does not block its loop in SQLite's busy handler but lets it run and tries again, for
+    up to :data:`BUSY_SECONDS`. The file is written with ``synchronous=OFF``: it survives a
+    crashed or killed worker (WAL), and only an operating-system crash or power loss can lose
+    the last nonces (it is then recreated empty).
+    """
+
+    def __init__(self, path: Path | None, *, adopt_from: Path | None = None) -> None:
+        self.path = path
+        self._adopt_from = adopt_from
+        self._conn: sqlite3.Connection | None = None
+        self._written = 0
+        self._pending: list[_Waiting] = []
+        self._flushing = False
+
+    @classmethod
+    def beside(cls, db: Database) -> SqliteNonces:
+        """The store of an embedded database: its nonce file, taking over the nonces the
+        ``used_nonces`` table still holds."""
+        path = nonce_file(db)
+        legacy = make_url(db.url).database if path is not None else None
+        return cls(path, adopt_from=Path(legacy) if legacy else None)
+
+    def _open(self, now: int) -> sqlite3.Connection:
+        target = ":memory:" if self.path is None else str(self.path)
+        conn = sqlite3.connect(target, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(conn, now)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if self.path is None or exc.sqlite_errorcode not in (
+                sqlite3.SQLITE_CORRUPT,
+                sqlite3.SQLITE_NOTADB,
+            ):
+                raise
+            # Only an OS crash under synchronous=OFF gets here: start again from empty.
+            log.error("nonce file %s is unreadable (%s); starting a new one", self.path, exc)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            conn = sqlite3.connect(target, timeout=0, isolation_level=None, check_same_thread=False)
+            self._prepare(conn, now)
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection, now: int) -> None:
+        # Opening may meet another worker doing the same: wait for it here, once.
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = OFF")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if self._adopt_from is not None and self._adopt_from.exists():
+            self._adopt(conn, now)
+        conn.execute("PRAGMA busy_timeout = 0")
+
+    def _adopt(self, conn: sqlite3.Connection, now: int) -> None:
+        conn.execute("ATTACH DATABASE ? AS old", (f"file:{self._adopt_from}?mode=ro",))
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM old.sqlite_master WHERE type = 'table' AND name = 'used_nonces'"
+            ).fetchone()
+            if found:
+                conn.execute(_ADOPT, (now,))
+        finally:
+            conn.execute("DETACH DATABASE old")
+
+    async def first_use(self, key_id: str, nonce: str, now: datetime, window: timedelta) -> bool:
+        """Record the nonce with the others of this turn of the event loop; True if it was not
+        seen in the window."""
+        at = int(now.timestamp())
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((key_id, nonce, at, at + int(window.total_seconds()), answer))
+        if not self._flushing:
+            self._flushing = True
+            answer.get_loop().call_soon(self._flush, 0.0)
+        return await answer
+
+    def _flush(self, waited: float) -> None:
+        """Write every nonce waiting, in one statement; answer each request."""
+        batch, self._pending = self._pending, []
+        self._flushing = False
+        try:
+            fresh = self._write(batch)
+        except Exception as exc:  # whatever it is, no request may wait for ever
+            busy = (
+                isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _BUSY
+            )
+            if busy and waited < BUSY_SECONDS:
+                # Another worker is writing (for microseconds): this loop runs on meanwhile.
+                self._pending = batch + self._pending
+                self._flushing = True
+                pause = 0.0002 if waited < 0.01 else 0.002
+                asyncio.get_running_loop().call_later(pause, self._flush, waited + pause)
+                return
+            log.error("nonce store unavailable", exc_info=exc)
+            self.close()  # opened afresh next time
+            for *_, answer in batch:
+                if not answer.done():
+                    answer.set_exception(_unavailable())
+            return
+        for key_id, nonce, _, _, answer in batch:
+            if not answer.done():  # the request may have been cancelled meanwhile
+                answer.set_result((key_id, nonce) in fresh)
+            fresh.discard((key_id, nonce))  # the same nonce again in this batch: a replay
+
+    def _write(self, batch: list[_Waiting]) -> set[tuple[str, str]]:
+        now = max(at for _, _, at, _, _ in batch)
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._open(now)
+        rows = {(key_id, nonce): expires for key_id, nonce, _, expires, _ in batch}
+        items = list(rows.items())
+        chunks = [
+            items[start : start + _ROWS_PER_STATEMENT]
+            for start in range(0, len(items), _ROWS_PER_STATEMENT)
+        ]
+        # One statement commits on its own; several are one transaction, so that a batch is
+        # recorded whole or not at all (a retried batch must not meet its own nonces).
+        several = len(chunks) > 1
+        if several:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            fresh: set[tuple[str, str]] = set()
+            for chunk in chunks:
+                values: list[str | int] = []
+                for (key_id, nonce), expires in chunk:
+                    values += (key_id, nonce, expires)
+                values.append(now)
+                fresh.update(conn.execute(_record_statement(len(chunk)), values).fetchall())
+            if several:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._written += len(rows)
+        if self._written >= SWEEP_EVERY:
+            self._written = 0
+            with contextlib.suppress(sqlite3.Error):  # busy: the next sweep deletes them
+                conn.execute(_SWEEP, (now, 2 * SWEEP_EVERY))
+        return fresh
+
+    def close(self) -> None:
+        """Close the file (a later nonce opens it again)."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        """Close the file."""
+        self.close()
+
+
+# -- batched stores: PostgreSQL and Redis -----------------------------------------------------
 
 Pending = tuple[str, str, datetime, "asyncio.Future[bool]"]
 """(key id, nonce, expires at, the waiting request's answer)."""
@@ -48,7 +305,7 @@ Pending = tuple[str, str, datetime, "asyncio.Future[bool]"]
 class _Batched:
     """Nonces of requests that arrive together are written together.
 
-    One write per request would make every signed read a write. Instead, while one batch is
+    One round trip per request would make every signed read a write. Instead, while one batch is
     being written the next one gathers, so the cost per nonce falls as load rises. A nonce twice
     in one batch goes to the first request; the others are replays.
     """
@@ -76,12 +333,7 @@ class _Batched:
                 log.exception("nonce store unavailable")
                 for *_, answer in batch:
                     if not answer.done():  # the request may have been cancelled meanwhile
-                        answer.set_exception(
-                            StoreUnavailableError(
-                                "security_store_unavailable",
-                                "the replay-protection store is unavailable",
-                            )
-                        )
+                        answer.set_exception(_unavailable())
                 continue
             for key_id, nonce, _, answer in batch:
                 if not answer.done():
@@ -94,26 +346,82 @@ class _Batched:
         """Record the batch's nonces; return those that were new."""
         raise NotImplementedError
 
+    async def aclose(self) -> None:
+        """Nothing of its own to close."""
+
+
+_PG_RECORD = (
+    "INSERT INTO used_nonces (key_id, nonce, expires_at) "
+    "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[]) "
+    "ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE used_nonces.expires_at <= %s "
+    "RETURNING key_id, nonce"
+)
+
+
+def _libpq_url(db: Database) -> str:
+    """The database's URL as libpq reads it (its query, e.g. ``options``, kept)."""
+    return make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
 
 class DatabaseNonces(_Batched):
-    """Nonces in the ``used_nonces`` table: one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
-    per batch, expired rows swept as it goes."""
+    """Nonces in the ``used_nonces`` table, expired rows swept as it goes.
 
-    store_errors = (SQLAlchemyError,)
+    On PostgreSQL each batch is one statement (``INSERT ... SELECT unnest(...) ON CONFLICT``,
+    prepared by the driver) on a connection of the store's own, in autocommit: one round trip,
+    no transaction around it. On SQLite (tests and tools; the service uses
+    :class:`SqliteNonces`) it is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per batch in
+    a write transaction.
+    """
+
+    store_errors = (SQLAlchemyError, psycopg.Error, OSError)
 
     def __init__(self, db: Database) -> None:
         super().__init__()
         self._db = db
         self._swept = datetime.min.replace(tzinfo=UTC)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def _write(
         self, batch: list[Pending], now: datetime, window: timedelta
     ) -> set[tuple[str, str]]:
-        insert = postgresql.insert if not self._db.is_sqlite else sqlite.insert
-        table = UsedNonce.__table__
         rows = {(key_id, nonce): expires for key_id, nonce, expires, _ in batch}
+        if self._db.is_sqlite:
+            return await self._write_sqlite(rows, now, window)
+        if now - self._swept > window and (self._sweeper is None or self._sweeper.done()):
+            self._swept = now
+            self._sweeper = asyncio.create_task(self._sweep(now))
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = await psycopg.AsyncConnection.connect(
+                _libpq_url(self._db), autocommit=True
+            )
+        keys = list(rows)
+        try:
+            cursor = await conn.execute(
+                _PG_RECORD,
+                ([k for k, _ in keys], [n for _, n in keys], list(rows.values()), now),
+            )
+            return {(k, n) for k, n in await cursor.fetchall()}
+        except psycopg.OperationalError:
+            await conn.close()  # a new connection next batch
+            raise
+
+    async def _sweep(self, now: datetime) -> None:
+        """Delete expired rows, off the nonce connection so batches do not wait for it."""
+        try:
+            async with self._db.write() as session:
+                await session.execute(delete(UsedNonce).where(UsedNonce.expires_at < now))
+        except SQLAlchemyError:
+            log.warning("could not sweep expired nonces", exc_info=True)
+
+    async def _write_sqlite(
+        self, rows: dict[tuple[str, str], datetime], now: datetime, window: timedelta
+    ) -> set[tuple[str, str]]:
+        table = UsedNonce.__table__
         statement = (
-            insert(table)  # type: ignore[arg-type]
+            sqlite.insert(table)  # type: ignore[arg-type]
             .values([{"key_id": k, "nonce": n, "expires_at": e} for (k, n), e in rows.items()])
             .on_conflict_do_nothing()
             .returning(table.c.key_id, table.c.nonce)
@@ -125,11 +433,29 @@ class DatabaseNonces(_Batched):
             result = await session.execute(statement)
             return {(k, n) for k, n in result.all()}
 
+    async def aclose(self) -> None:
+        """Close the store's own connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+# The first SET of each key that is new wins; the answer lists the positions of those.
+_REDIS_RECORD = """
+local fresh = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) then fresh[#fresh + 1] = i end
+end
+return fresh
+"""
+
 
 class RedisNonces(_Batched):
-    """Nonces as Redis keys with an expiry, shared by every worker: one pipeline of
-    ``SET <prefix>nonce:<key>:<nonce> 1 NX EX <window>`` per batch (``promoguard:`` by
-    default: ``PROMOGUARD_REDIS_PREFIX``)."""
+    """Nonces as Redis keys with an expiry, shared by every worker: ``SET
+    <prefix>nonce:<key>:<nonce> 1 NX EX <window>`` for each nonce of a batch, in one script call
+    (``promoguard:`` by default: ``PROMOGUARD_REDIS_PREFIX``)."""
 
     store_errors = (RedisError,)
 
@@ -137,6 +463,7 @@ class RedisNonces(_Batched):
         super().__init__()
         self._redis = redis
         self._prefix = f"{prefix}nonce:"
+        self._record = redis.register_script(_REDIS_RECORD)
 
     async def _write(
         self,
@@ -144,10 +471,9 @@ class RedisNonces(_Batched):
         now: datetime,  # noqa: ARG002 (Redis expires keys itself)
         window: timedelta,
     ) -> set[tuple[str, str]]:
-        seconds = int(window.total_seconds())
         keys = list(dict.fromkeys((key_id, nonce) for key_id, nonce, _, _ in batch))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key_id, nonce in keys:
-                pipe.set(f"{self._prefix}{key_id}:{nonce}", 1, nx=True, ex=seconds)
-            answers = await pipe.execute()
-        return {key for key, fresh in zip(keys, answers, strict=True) if fresh}
+        fresh = await self._record(
+            keys=[f"{self._prefix}{key_id}:{nonce}" for key_id, nonce in keys],
+            args=[int(window.total_seconds())],
+        )
+        return {keys[int(i) - 1] for i in fresh}

@@ -48,6 +48,8 @@ HEADER_SIGNATURE = "X-Promoguard-Signature"
 
 def sorted_query(query: str) -> str:
     """The query string with its parameters sorted (by name, then value)."""
+    if not query:
+        return ""
     pairs = parse_qsl(query, keep_blank_values=True)
     return urlencode(sorted(pairs))
 
