@@ -259,9 +259,11 @@ def _nonce_store(db: Database, redis: Redis | None, prefix: str) -> NonceStore:
 
 
 def _include_routers(app: FastAPI) -> None:
+    # A request is matched against the routes in this order, each router's routes one by one:
+    # the quote and order routes, the busiest, come first (no two routers share a path).
+    app.include_router(orders_router)
     app.include_router(campaigns_router)
     app.include_router(catalogue_router)
-    app.include_router(orders_router)
     app.include_router(coupons_router)
     app.include_router(audit_router)
     app.include_router(alerts_router)

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -92,6 +92,15 @@ def _campaign_totals(discounts: Sequence[tuple[str, int, int]]) -> dict[tuple[st
         key = (campaign_id, str(version))
         totals[key] = totals.get(key, 0) + max(amount, 0)
     return totals
+
+
+_REMEMBERED = 10_000
+"""Children kept per lookup table; past that (a flood of odd methods) they are looked up anew."""
+
+
+def _remember(table: dict[Any, Any], key: object, children: object) -> None:
+    if len(table) < _REMEMBERED:
+        table[key] = children
 
 
 class ServiceMetrics:
@@ -183,22 +192,42 @@ class ServiceMetrics:
             ["campaign"],
             registry=registry,
         )
+        # The labelled children the hot paths use, looked up once: ``labels()`` checks and sorts
+        # its arguments and takes a lock on every call.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._quote_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; ``route`` is the route template, never the raw path."""
-        verb = method.upper()
-        verb = verb if verb in _METHODS else "OTHER"
-        self._requests.labels(route=route, method=verb, status=str(status)).inc()
-        self._latency.labels(route=route, method=verb).observe(max(seconds, 0.0))
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            verb = method.upper()
+            verb = verb if verb in _METHODS else "OTHER"
+            children = (
+                self._requests.labels(route=route, method=verb, status=str(status)),
+                self._latency.labels(route=route, method=verb),
+            )
+            _remember(self._request_children, key, children)
+        children[0].inc()
+        children[1].observe(max(seconds, 0.0))
 
     def quote(self, discounts: Sequence[tuple[str, int, int]], degraded: bool) -> None:
         """Count one quote and the (campaign id, version, amount) of each discount it offers."""
         self._quotes.inc()
         if degraded:
             self._degraded.inc()
-        for (campaign, version), amount in _campaign_totals(discounts).items():
-            self._quote_discounts.labels(campaign=campaign, version=version).inc()
-            self._quote_discount_minor.labels(campaign=campaign, version=version).inc(amount)
+        for key, amount in _campaign_totals(discounts).items():
+            children = self._quote_children.get(key)
+            if children is None:
+                campaign, version = key
+                children = (
+                    self._quote_discounts.labels(campaign=campaign, version=version),
+                    self._quote_discount_minor.labels(campaign=campaign, version=version),
+                )
+                _remember(self._quote_children, key, children)
+            children[0].inc()
+            children[1].inc(amount)
 
     def order(self, discounts: Sequence[tuple[str, int, int]], list_total: int) -> None:
         """Count one order, its list total and the (campaign id, version, amount) it gave."""
