@@ -12,6 +12,7 @@ the driver's thread instead of a few hops per statement.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import await_, greenlet_spawn
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Base",
@@ -109,6 +112,12 @@ def async_url(url: str) -> str:
     return sync.render_as_string(hide_password=False)
 
 
+WAL_SAFETY_PAGES = 20_000
+"""Pages of WAL (about 80 MB) after which a writer checkpoints as it commits after all."""
+CHECKPOINT_SECONDS = 0.5
+"""How often at most the checkpointer copies the WAL back while writes are happening."""
+
+
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -119,6 +128,12 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if immediate:
+            # Writers do not copy the WAL back into the database file as they commit (that
+            # took up to tens of ms inside the write lock every few hundred orders): the
+            # process's checkpointer does it beside them (Database._checkpoint). This is only
+            # the safety net, should it fall behind.
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -304,6 +319,8 @@ class Database:
         self._plain: tuple[PoolProxiedConnection, Any] | None = None
         """SQLite: the connection :meth:`write_plain` keeps for itself (used under the write
         lock only), so a plain transaction costs no pool checkout and no reset on return."""
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpointed = 0.0
         self._writes = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
@@ -327,6 +344,7 @@ class Database:
             return
         async with self._write_lock, self._writes() as session, session.begin():
             yield session
+        self._checkpoint_soon()
 
     async def write_plain(self, work: Callable[[PlainSQL, S], T], start: Callable[[], S]) -> T:
         """One write transaction of plain SQL: ``work(sql, start())``, all of it committed or,
@@ -396,7 +414,33 @@ class Database:
                 return result
 
             # One call on the connection's own thread (aiosqlite's queue; no public way in).
-            return await driver._execute(transaction)  # type: ignore[no-any-return]
+            done: T = await driver._execute(transaction)
+        self._checkpoint_soon()
+        return done
+
+    def _checkpoint_soon(self) -> None:
+        """After a write (SQLite): have the WAL copied back into the database file beside the
+        writers, at most every :data:`CHECKPOINT_SECONDS`."""
+        loop = asyncio.get_running_loop()
+        running = self._checkpointer
+        if running is not None and not running.done() and running.get_loop() is loop:
+            return
+        if loop.time() - self._checkpointed < CHECKPOINT_SECONDS:
+            return
+        self._checkpointed = loop.time()
+        self._checkpointer = loop.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        # PASSIVE: waits for no reader or writer, copies what it can. On a reader's connection
+        # (its own thread, outside any transaction), so the write lock is not held meanwhile.
+        try:
+            async with self._read_engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                await driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:
+            log.debug("WAL checkpoint failed", exc_info=True)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -406,6 +450,9 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None and checkpointer.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([checkpointer])
         if self._plain is not None:
             (plain, _), self._plain = self._plain, None
             await greenlet_spawn(plain.close)
