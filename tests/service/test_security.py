@@ -343,6 +343,25 @@ def test_the_database_nonce_store_accepts_each_nonce_once_under_concurrency(data
     assert not any(again)
 
 
+def test_the_database_nonce_store_lets_a_nonce_count_again_once_its_window_has_passed(
+    database_url,
+):
+    async def scenario() -> list[bool]:
+        db = Database(database_url)
+        store = DatabaseNonces(db)
+        now, window = datetime.now(UTC), timedelta(minutes=10)
+        try:
+            return [
+                await store.first_use("pk_a", "nonce-0001", at, window)
+                for at in (now, now + window - timedelta(seconds=1), now + window, now + window)
+            ]
+        finally:
+            await store.aclose()
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == [True, False, True, False]
+
+
 def test_the_redis_nonce_store_accepts_each_nonce_once_under_concurrency(redis_url):
     async def scenario() -> tuple[list[bool], list[bool]]:
         redis = Redis.from_url(redis_url)
