@@ -12,6 +12,7 @@ the driver's thread instead of a few hops per statement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -25,7 +26,7 @@ import orjson
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -441,9 +442,21 @@ class Database:
                 return result
 
             # One call on the connection's own thread (aiosqlite's queue; no public way in).
-            done: T = await driver._execute(transaction)
+            try:
+                done: T = await driver._execute(transaction)
+            except (OperationalError, ValueError):
+                # The database or the connection failed (aiosqlite says ValueError when it is
+                # closed): the next plain transaction starts on a new connection.
+                await self._close_plain()
+                raise
         self._checkpoint_soon()
         return done
+
+    async def _close_plain(self) -> None:
+        if self._plain is not None:
+            (plain, _), self._plain = self._plain, None
+            with contextlib.suppress(Exception):
+                await greenlet_spawn(plain.close)
 
     def _checkpoint_soon(self) -> None:
         """After a write (SQLite): have the WAL copied back into the database file beside the
@@ -480,9 +493,7 @@ class Database:
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None and checkpointer.get_loop() is asyncio.get_running_loop():
             await asyncio.wait([checkpointer])
-        if self._plain is not None:
-            (plain, _), self._plain = self._plain, None
-            await greenlet_spawn(plain.close)
+        await self._close_plain()
         await self._write_engine.dispose()
         if self._read_engine is not self._write_engine:
             await self._read_engine.dispose()
