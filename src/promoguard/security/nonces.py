@@ -305,29 +305,36 @@ Pending = tuple[str, str, datetime, "asyncio.Future[bool]"]
 class _Batched:
     """Nonces of requests that arrive together are written together.
 
-    One round trip per request would make every signed read a write. Instead, while one batch is
-    being written the next one gathers, so the cost per nonce falls as load rises. A nonce twice
-    in one batch goes to the first request; the others are replays.
+    One round trip per request would make every signed read a write. Instead, while a batch is
+    being written the next one gathers, so the cost per nonce falls as load rises. Up to
+    :attr:`writers` batches are in flight at once, so requests do not all wait for one round
+    trip. A nonce twice in one batch goes to the first request; the others are replays (and
+    across batches in flight together, the store's own uniqueness decides).
     """
 
     store_errors: tuple[type[Exception], ...] = ()
+    writers = 1
 
     def __init__(self) -> None:
         self._pending: list[Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def first_use(self, key_id: str, nonce: str, now: datetime, window: timedelta) -> bool:
         """Queue the nonce for the next batch; True if it was not seen in the window."""
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((key_id, nonce, now + window, answer))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_batches(now, window))
+        if len(self._writers) < self.writers:
+            writer = asyncio.create_task(self._write_batches(window))
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await answer
 
-    async def _write_batches(self, now: datetime, window: timedelta) -> None:
+    async def _write_batches(self, window: timedelta) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
+                # The batch's clock: its latest request's (a writer may run for a long time).
+                now = max(expires for _, _, expires, _ in batch) - window
                 fresh = await self._write(batch, now, window)
             except self.store_errors:
                 log.exception("nonce store unavailable")
@@ -380,12 +387,14 @@ class DatabaseNonces(_Batched):
     """
 
     store_errors = (SQLAlchemyError, psycopg.Error, OSError)
+    writers = 2
 
     def __init__(self, db: Database) -> None:
         super().__init__()
         self._db = db
         self._swept = datetime.min.replace(tzinfo=UTC)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        """Connections of the store's own not in use (one per batch in flight)."""
         self._sweeper: asyncio.Task[None] | None = None
 
     async def _write(
@@ -397,11 +406,9 @@ class DatabaseNonces(_Batched):
         if now - self._swept > window and (self._sweeper is None or self._sweeper.done()):
             self._swept = now
             self._sweeper = asyncio.create_task(self._sweep(now))
-        conn = self._conn
+        conn = self._idle.pop() if self._idle else None
         if conn is None or conn.closed:
-            conn = self._conn = await psycopg.AsyncConnection.connect(
-                _libpq_url(self._db), autocommit=True
-            )
+            conn = await psycopg.AsyncConnection.connect(_libpq_url(self._db), autocommit=True)
         if any(_SEP in key_id or _SEP in nonce for key_id, nonce in rows):
             raise ValueError("a key id or nonce holds the batch separator")
         # Every nonce of the batch is kept at least its window (the latest expiry of them).
@@ -414,10 +421,12 @@ class DatabaseNonces(_Batched):
         }
         try:
             cursor = await conn.execute(_PG_RECORD, params)
-            return {(k, n) for k, n in await cursor.fetchall()}
-        except psycopg.OperationalError:
+            fresh = {(k, n) for k, n in await cursor.fetchall()}
+        except BaseException:
             await conn.close()  # a new connection next batch
             raise
+        self._idle.append(conn)
+        return fresh
 
     async def _sweep(self, now: datetime) -> None:
         """Delete expired rows, off the nonce connection so batches do not wait for it."""
@@ -447,12 +456,11 @@ class DatabaseNonces(_Batched):
             return {(k, n) for k, n in result.all()}
 
     async def aclose(self) -> None:
-        """Close the store's own connection."""
+        """Close the store's own connections."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        while self._idle:
+            await self._idle.pop().close()
 
 
 # The first SET of each key that is new wins; the answer lists the positions of those.
@@ -471,6 +479,7 @@ class RedisNonces(_Batched):
     (``promoguard:`` by default: ``PROMOGUARD_REDIS_PREFIX``)."""
 
     store_errors = (RedisError,)
+    writers = 2
 
     def __init__(self, redis: Redis, prefix: str = "promoguard:") -> None:
         super().__init__()
