@@ -133,6 +133,14 @@ def nonce_file(db: Database) -> Path | None:
     return path.with_name(f"{path.stem}.nonces{path.suffix or '.db'}")
 
 
+def _connect(target: str) -> sqlite3.Connection:
+    # Autocommit (each statement its own transaction unless BEGIN), no busy wait, URIs on (for
+    # the read-only ATTACH of the database); only the event loop's thread uses it.
+    return sqlite3.connect(
+        target, timeout=0, isolation_level=None, check_same_thread=False, uri=True
+    )
+
+
 _Waiting = tuple[str, str, int, int, "asyncio.Future[bool]"]
 """(key id, nonce, now and expiry in Unix seconds, the waiting request's answer)."""
 
@@ -168,7 +176,7 @@ class SqliteNonces:
 
     def _open(self, now: int) -> sqlite3.Connection:
         target = ":memory:" if self.path is None else str(self.path)
-        conn = sqlite3.connect(target, timeout=0, isolation_level=None, check_same_thread=False)
+        conn = _connect(target)
         try:
             self._prepare(conn, now)
         except sqlite3.DatabaseError as exc:
@@ -182,7 +190,7 @@ class SqliteNonces:
             log.error("nonce file %s is unreadable (%s); starting a new one", self.path, exc)
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-            conn = sqlite3.connect(target, timeout=0, isolation_level=None, check_same_thread=False)
+            conn = _connect(target)
             self._prepare(conn, now)
         return conn
 
@@ -194,11 +202,13 @@ class SqliteNonces:
         for statement in _SCHEMA:
             conn.execute(statement)
         if self._adopt_from is not None and self._adopt_from.exists():
-            self._adopt(conn, now)
+            self._adopt(conn, now, self._adopt_from)
         conn.execute("PRAGMA busy_timeout = 0")
 
-    def _adopt(self, conn: sqlite3.Connection, now: int) -> None:
-        conn.execute("ATTACH DATABASE ? AS old", (f"file:{self._adopt_from}?mode=ro",))
+    @staticmethod
+    def _adopt(conn: sqlite3.Connection, now: int, source: Path) -> None:
+        uri = f"{source.absolute().as_uri()}?mode=ro"
+        conn.execute("ATTACH DATABASE ? AS old", (uri,))
         try:
             found = conn.execute(
                 "SELECT 1 FROM old.sqlite_master WHERE type = 'table' AND name = 'used_nonces'"
@@ -226,10 +236,7 @@ class SqliteNonces:
         try:
             fresh = self._write(batch)
         except Exception as exc:  # whatever it is, no request may wait for ever
-            busy = (
-                isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _BUSY
-            )
-            if busy and waited < BUSY_SECONDS:
+            if _busy(exc) and waited < BUSY_SECONDS:
                 # Another worker is writing (for microseconds): this loop runs on meanwhile.
                 self._pending = batch + self._pending
                 self._flushing = True
