@@ -3,45 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from tests.service.conftest import POSTGRES_URL, _postgres_or_skip
 
 from promoguard.orders.models import Counter, IdempotencyRecord
 from promoguard.store import migrate
 from promoguard.store.db import Database, PlainSQL
 
 Scenario = Callable[[Database], Awaitable[None]]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database of each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'plain.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    _postgres_or_skip()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def run(url: str, scenario: Scenario) -> None:
