@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,8 +23,8 @@ from promoguard.ui import charts
 from promoguard.ui.common import (
     Operator,
     act,
+    form_body,
     html_route,
-    invalid_form,
     page,
     refusal,
     render,
@@ -249,10 +248,7 @@ async def resume(request: Request, campaign_id: str) -> Response:
 
 def _reason(fields: dict[str, str]) -> str:
     """The form's reason, as the API's body requires it (not empty, at most 500 characters)."""
-    try:
-        return ReasonIn.model_validate({"reason": fields.get("reason", "")}).reason
-    except ValidationError as exc:
-        raise invalid_form(exc) from None
+    return form_body(ReasonIn, {"reason": fields.get("reason", "")}).reason
 
 
 @html_route(router, "/ui/campaigns/{campaign_id}/rollout", "POST")
@@ -261,12 +257,9 @@ async def rollout(request: Request, campaign_id: str) -> Response:
     svc = services(request)
 
     async def work(op: Operator, fields: dict[str, str]) -> str:
-        try:
-            body = RolloutIn.model_validate(
-                {"percent": fields.get("percent", ""), "reason": fields.get("reason", "")}
-            )
-        except ValidationError as exc:
-            raise invalid_form(exc) from None
+        body = form_body(
+            RolloutIn, {"percent": fields.get("percent", ""), "reason": fields.get("reason", "")}
+        )
         async with svc.db.write() as session:
             await service.set_rollout(
                 session,
@@ -320,12 +313,9 @@ async def activate(request: Request, campaign_id: str, version: int) -> Response
     svc = services(request)
 
     async def work(op: Operator, fields: dict[str, str]) -> str:
-        try:
-            body = ActivateIn.model_validate(
-                {"version": version, "rollout_percent": fields.get("percent") or None}
-            )
-        except ValidationError as exc:
-            raise invalid_form(exc) from None
+        body = form_body(
+            ActivateIn, {"version": version, "rollout_percent": fields.get("percent") or None}
+        )
         percent = body.rollout_percent
         async with svc.db.write() as session:
             found = await flows.go_live(

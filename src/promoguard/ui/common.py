@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 
 from promoguard.api import Services
@@ -46,8 +46,8 @@ __all__ = [
     "act",
     "client_address",
     "form",
+    "form_body",
     "html_route",
-    "invalid_form",
     "page",
     "parse_amount",
     "render",
@@ -352,12 +352,18 @@ async def act(request: Request, roles: tuple[Role, ...], back: str, work: Work) 
     return response
 
 
-def invalid_form(exc: ValidationError) -> InvalidError:
-    """A form the API's input model refuses, as the API would refuse the body (its paths and
-    reasons in ``errors`` and the detail)."""
-    errors = [(".".join(str(p) for p in e["loc"]) or "form", e["msg"]) for e in exc.errors()]
-    detail = "; ".join(f"{path}: {reason}" for path, reason in errors[:5])
-    return InvalidError("invalid_request", detail, errors=errors)
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def form_body(model: type[_Body], data: dict[str, Any]) -> _Body:
+    """``data`` (read from a form's fields) checked by the API's input model; a refusal is the
+    API's own: ``invalid_request``, with the paths and reasons in ``errors`` and the detail."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [(".".join(str(p) for p in e["loc"]) or "form", e["msg"]) for e in exc.errors()]
+        detail = "; ".join(f"{path}: {reason}" for path, reason in errors[:5])
+        raise InvalidError("invalid_request", detail, errors=errors) from None
 
 
 def parse_amount(text: str) -> int | None:

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,8 +27,8 @@ from promoguard.security.keys import Role
 from promoguard.ui.common import (
     Operator,
     act,
+    form_body,
     html_route,
-    invalid_form,
     page,
     refusal,
     render,
@@ -98,17 +97,15 @@ async def open_incident(request: Request) -> Response:
     desk = _desk(request)
 
     async def work(op: Operator, fields: dict[str, str]) -> str:
-        try:
-            body = OpenIn.model_validate(
-                {
-                    "title": fields.get("title", ""),
-                    "summary": fields.get("summary", ""),
-                    "severity": fields.get("severity") or Severity.P3,
-                    "versions": _versions(fields.get("versions", "")),
-                }
-            )
-        except ValidationError as exc:
-            raise invalid_form(exc) from None
+        body = form_body(
+            OpenIn,
+            {
+                "title": fields.get("title", ""),
+                "summary": fields.get("summary", ""),
+                "severity": fields.get("severity") or Severity.P3,
+                "versions": _versions(fields.get("versions", "")),
+            },
+        )
         async with services(request).db.write() as session:
             found = await incidents.open_incident(
                 session,
@@ -225,12 +222,9 @@ async def severity(request: Request, incident_id: int) -> Response:
     desk = _desk(request)
 
     async def work(op: Operator, fields: dict[str, str]) -> str:
-        try:
-            body = SeverityIn.model_validate(
-                {"severity": fields.get("severity", ""), "reason": fields.get("reason", "")}
-            )
-        except ValidationError as exc:
-            raise invalid_form(exc) from None
+        body = form_body(
+            SeverityIn, {"severity": fields.get("severity", ""), "reason": fields.get("reason", "")}
+        )
 
         async def change(session: AsyncSession, found: Incident) -> None:
             await incidents.set_severity(
@@ -346,19 +340,17 @@ async def edit_postmortem(request: Request, incident_id: int) -> Response:
     action items (as ``PUT /v1/incidents/{id}/postmortem``)."""
 
     async def work(op: Operator, fields: dict[str, str]) -> str:
-        try:
-            body = PostmortemIn.model_validate(
-                {
-                    "summary": fields.get("summary", ""),
-                    "root_cause": fields.get("root_cause", ""),
-                    "contributing_factors": [
-                        f.strip() for f in fields.get("factors", "").splitlines() if f.strip()
-                    ],
-                    "action_items": _action_items(fields.get("actions", "")),
-                }
-            )
-        except ValidationError as exc:
-            raise invalid_form(exc) from None
+        body = form_body(
+            PostmortemIn,
+            {
+                "summary": fields.get("summary", ""),
+                "root_cause": fields.get("root_cause", ""),
+                "contributing_factors": [
+                    f.strip() for f in fields.get("factors", "").splitlines() if f.strip()
+                ],
+                "action_items": _action_items(fields.get("actions", "")),
+            },
+        )
 
         async def change(session: AsyncSession, found: Incident) -> None:
             await incidents.update_postmortem(
