@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promoguard.monitoring.models import LATENCY_BOUNDS_MS, RouteTraffic
 from promoguard.monitoring.signals import RequestSignal, Signal
-from promoguard.store.db import upsert_insert
+from promoguard.monitoring.traffic import MinuteSums, add_to_rows
 
 __all__ = [
     "BUCKETS",
@@ -55,28 +55,19 @@ class RouteMinute:
     buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
 
 
-class RouteSums:
+class RouteSums(MinuteSums[Key, RouteMinute]):
     """Per-minute sums of the requests a worker answered, waiting to be flushed."""
 
     def __init__(self, max_keys: int = 10_000) -> None:
-        self._sums: dict[Key, RouteMinute] = {}
-        self._max = max_keys
-        self.dropped = 0
+        super().__init__(RouteMinute, max_keys)
 
     def add(self, signals: Iterable[Signal]) -> None:
         """Count the requests among ``signals``."""
-        sums = self._sums
         bucket_of = bisect.bisect_left
         for signal in signals:
             if not isinstance(signal, RequestSignal):
                 continue
-            key = (signal.route, int(signal.at // 60))
-            entry = sums.get(key)
-            if entry is None:
-                if len(sums) >= self._max:
-                    del sums[min(sums, key=lambda k: k[1])]
-                    self.dropped += 1
-                entry = sums[key] = RouteMinute()
+            entry = self._entry((signal.route, int(signal.at // 60)))
             entry.requests += 1
             if signal.status >= 500:
                 entry.server_errors += 1
@@ -84,14 +75,9 @@ class RouteSums:
                 entry.client_errors += 1
             entry.buckets[bucket_of(_BOUNDS_S, signal.seconds)] += 1
 
-    def __len__(self) -> int:
-        return len(self._sums)
-
     async def flush(self, session: AsyncSession) -> int:
         """Add the sums to the stored rows (in the caller's transaction); returns the rows
         written. The sums are cleared only by :meth:`flushed` once that transaction committed."""
-        if not self._sums:
-            return 0
         rows = [
             {
                 "route": route[:200],
@@ -103,21 +89,13 @@ class RouteSums:
             }
             for (route, minute), m in sorted(self._sums.items())
         ]
-        statement = upsert_insert(session)(RouteTraffic).values(rows)
-        added = ("requests", "client_errors", "server_errors", *BUCKETS)
-        statement = statement.on_conflict_do_update(
-            index_elements=["route", "minute"],
-            set_={
-                name: getattr(RouteTraffic, name) + getattr(statement.excluded, name)
-                for name in added
-            },
+        return await add_to_rows(
+            session,
+            RouteTraffic,
+            rows,
+            key=("route", "minute"),
+            added=("requests", "client_errors", "server_errors", *BUCKETS),
         )
-        await session.execute(statement)
-        return len(rows)
-
-    def flushed(self) -> None:
-        """Forget the sums a committed :meth:`flush` wrote."""
-        self._sums.clear()
 
 
 def buckets_of(row: RouteTraffic) -> list[int]:

@@ -15,9 +15,10 @@ increment); a minute may hold trips and no orders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,7 @@ from promoguard.monitoring.models import CampaignTraffic
 from promoguard.monitoring.signals import OrderSignal, Signal
 from promoguard.store.db import upsert_insert
 
-__all__ = ["Minute", "TrafficSums", "series"]
+__all__ = ["Minute", "MinuteSums", "TrafficSums", "add_to_rows", "series"]
 
 Key = tuple[str, int, int]
 """``(campaign_id, version, unix minute)``."""
@@ -42,13 +43,65 @@ class Minute:
     guard_trips: int = 0
 
 
-class TrafficSums:
+K = TypeVar("K", bound=tuple[Any, ...])
+V = TypeVar("V")
+
+
+class MinuteSums(Generic[K, V]):
+    """A worker's sums per key and minute (the key's last part is the unix minute), waiting to
+    be flushed: at most ``max_keys`` of them, the oldest minute dropped first (counted in
+    :attr:`dropped`)."""
+
+    def __init__(self, new: Callable[[], V], max_keys: int = 10_000) -> None:
+        self._sums: dict[K, V] = {}
+        self._new = new
+        self._max = max_keys
+        self.dropped = 0
+
+    def _entry(self, key: K) -> V:
+        sums = self._sums
+        entry = sums.get(key)
+        if entry is None:
+            if len(sums) >= self._max:
+                del sums[min(sums, key=lambda k: k[-1])]
+                self.dropped += 1
+            entry = sums[key] = self._new()
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    def flushed(self) -> None:
+        """Forget the sums a committed flush wrote."""
+        self._sums.clear()
+
+
+async def add_to_rows(
+    session: AsyncSession,
+    table: Any,
+    rows: list[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    added: Sequence[str],
+) -> int:
+    """Upsert ``rows`` into ``table``, adding the ``added`` columns to a stored row with the
+    same ``key`` (in the caller's transaction); returns the rows written."""
+    if not rows:
+        return 0
+    statement = upsert_insert(session)(table).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: getattr(table, name) + getattr(statement.excluded, name) for name in added},
+    )
+    await session.execute(statement)
+    return len(rows)
+
+
+class TrafficSums(MinuteSums[Key, Minute]):
     """Per-minute sums of a worker's own orders, waiting to be flushed."""
 
     def __init__(self, max_keys: int = 10_000) -> None:
-        self._sums: dict[Key, Minute] = {}
-        self._max = max_keys
-        self.dropped = 0
+        super().__init__(Minute, max_keys)
 
     def add(self, signals: Iterable[Signal]) -> None:
         """Count the orders among ``signals`` for each campaign version that discounted them."""
@@ -68,24 +121,9 @@ class TrafficSums:
         for campaign_id, version in trips:
             self._entry((campaign_id, version, minute)).guard_trips += 1
 
-    def _entry(self, key: Key) -> Minute:
-        sums = self._sums
-        entry = sums.get(key)
-        if entry is None:
-            if len(sums) >= self._max:
-                del sums[min(sums, key=lambda k: k[2])]
-                self.dropped += 1
-            entry = sums[key] = Minute()
-        return entry
-
-    def __len__(self) -> int:
-        return len(self._sums)
-
     async def flush(self, session: AsyncSession) -> int:
         """Add the sums to the stored rows (in the caller's transaction); returns the rows
         written. The sums are cleared only by :meth:`flushed` once that transaction committed."""
-        if not self._sums:
-            return 0
         rows = [
             {
                 "campaign_id": campaign_id,
@@ -98,22 +136,13 @@ class TrafficSums:
             }
             for (campaign_id, version, minute), m in sorted(self._sums.items())
         ]
-        statement = upsert_insert(session)(CampaignTraffic).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["campaign_id", "version", "minute"],
-            set_={
-                "orders": CampaignTraffic.orders + statement.excluded.orders,
-                "list_total": CampaignTraffic.list_total + statement.excluded.list_total,
-                "discount": CampaignTraffic.discount + statement.excluded.discount,
-                "guard_trips": CampaignTraffic.guard_trips + statement.excluded.guard_trips,
-            },
+        return await add_to_rows(
+            session,
+            CampaignTraffic,
+            rows,
+            key=("campaign_id", "version", "minute"),
+            added=("orders", "list_total", "discount", "guard_trips"),
         )
-        await session.execute(statement)
-        return len(rows)
-
-    def flushed(self) -> None:
-        """Forget the sums a committed :meth:`flush` wrote."""
-        self._sums.clear()
 
 
 async def series(
