@@ -209,22 +209,12 @@ async def pay_in_background(
     if not settings.payment_provider_url:
         log.warning("claim %s approved: no payment provider configured to pay it", claim_id)
         return
-    provider = HttpPaymentProvider(
-        settings.payment_provider_url, timeout=settings.payment_timeout_seconds
-    )
     try:
-        await service.pay_claim(
-            db,
-            provider,
-            claim_id,
-            notifications=notifications,
-            policy=PayPolicy.from_settings(settings),
-            wait=False,
+        await _pay_once(
+            settings, settings.payment_provider_url, db, claim_id, notifications=notifications
         )
     except Exception:  # the claim stays approved; paying it again is safe
         log.exception("paying claim %s failed", claim_id)
-    finally:
-        await provider.aclose()
     if notifications is not None:
         notifications.dispatcher.wake()
 
@@ -387,9 +377,28 @@ async def pay_now(
         await service.get(session, claim_id)
     if not settings.payment_provider_url:
         raise ConflictError("payments_not_configured", "PROMOGUARD_PAYMENT_PROVIDER_URL is not set")
-    provider = HttpPaymentProvider(
-        settings.payment_provider_url, timeout=settings.payment_timeout_seconds
+    return await _pay_once(
+        settings,
+        settings.payment_provider_url,
+        db,
+        claim_id,
+        notifications=notifications,
+        actor=actor,
     )
+
+
+async def _pay_once(
+    settings: Settings,
+    provider_url: str,
+    db: Database,
+    claim_id: str,
+    *,
+    notifications: Notifications | None,
+    actor: str | None = None,
+) -> Claim:
+    """One round of paying an approved claim through the provider at ``provider_url``, settled
+    if the payout succeeded; audited when someone (``actor``) asked for it."""
+    provider = HttpPaymentProvider(provider_url, timeout=settings.payment_timeout_seconds)
     try:
         return await service.pay_claim(
             db,
