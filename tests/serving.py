@@ -23,15 +23,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(env: dict[str, str], *extra: str, trust: ssl.SSLContext | None = None) -> Iterator[str]:
-    """Start ``promoguard serve`` with ``env`` added to the environment; yield its base URL once
-    ``/healthz`` answers (over HTTPS, trusting ``trust``, when ``extra`` asks for TLS)."""
+def serving(
+    env: dict[str, str],
+    *extra: str,
+    trust: ssl.SSLContext | None = None,
+    cwd: Path | None = None,
+) -> Iterator[str]:
+    """Start ``promoguard serve`` with ``env`` added to the environment (in the working directory
+    ``cwd``, else this one); yield its base URL once ``/healthz`` answers (over HTTPS, trusting
+    ``trust``, when ``extra`` asks for TLS)."""
     port = free_port()
     scheme = "https" if trust is not None else "http"
     base = f"{scheme}://127.0.0.1:{port}"
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("promoguard")), "serve", "--port", str(port), *extra],
         env={**os.environ, **env},
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -52,7 +52,7 @@ from promoguard.plans.routes import router as plans_router
 from promoguard.promotions.engine import PricingPolicy
 from promoguard.security.guard import Guard
 from promoguard.security.keys import Role
-from promoguard.security.nonces import DatabaseNonces, NonceStore, RedisNonces, SqliteNonces
+from promoguard.security.nonces import nonce_store
 from promoguard.security.ratelimit import RateLimits
 from promoguard.security.routes import router as audit_router
 from promoguard.settings import Settings
@@ -250,14 +250,6 @@ def _alert_rules(settings: Settings) -> list[AlertRule]:
         return load_rules(file.read())
 
 
-def _nonce_store(db: Database, redis: Redis | None, prefix: str) -> NonceStore:
-    """Redis when configured; else a file beside the embedded database, or the database's
-    table on PostgreSQL: every worker shares the one it uses."""
-    if redis is not None:
-        return RedisNonces(redis, prefix)
-    return SqliteNonces.beside(db) if db.is_sqlite else DatabaseNonces(db)
-
-
 def _include_routers(app: FastAPI) -> None:
     # A request is matched against the routes in this order, each router's routes one by one:
     # the quote and order routes, the busiest, come first (no two routers share a path).
@@ -336,7 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
             telemetry=telemetry,
         )
-        nonces = _nonce_store(db, redis, settings.redis_prefix)
+        nonces = nonce_store(settings, db, redis)
         guard = Guard(
             db=db,
             master_secret=settings.secret_key,

@@ -13,6 +13,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET = "development-only-secret-change-me"
+REDIS_NONCES_WITHOUT_REDIS = (
+    "set PROMOGUARD_REDIS_URL: PROMOGUARD_NONCE_STORE=redis keeps nonces in Redis, and none is "
+    "configured"
+)
 
 
 class Settings(BaseSettings):
@@ -28,6 +32,18 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="redis://host:6379/0 when scaled")
     redis_prefix: str = Field(
         default="promoguard:", max_length=64, description="prefix of every key promoguard writes"
+    )
+    nonce_store: Literal["auto", "redis", "file", "database"] = Field(
+        default="auto",
+        description="where signed requests' nonces are kept: auto (Redis when "
+        "PROMOGUARD_REDIS_URL is set, else the nonce file), redis, file (a SQLite file every "
+        "worker on the host shares; per host) or database (the used_nonces table: several hosts "
+        "on one PostgreSQL without Redis)",
+    )
+    nonce_file: str | None = Field(
+        default=None,
+        description="the nonce file; unset: beside a SQLite database (promoguard.db -> "
+        "promoguard.nonces.db), on PostgreSQL promoguard.nonces.db in the working directory",
     )
     secret_key: str = Field(default=DEVELOPMENT_SECRET, min_length=16)
     quote_ttl_seconds: int = Field(default=900, ge=10, le=86_400)
@@ -243,6 +259,12 @@ class Settings(BaseSettings):
     def _no_default_secret_in_production(self) -> Self:
         if self.environment == "production" and self.secret_key == DEVELOPMENT_SECRET:
             raise ValueError("set PROMOGUARD_SECRET_KEY: the development secret is refused")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_nonces_need_redis(self) -> Self:
+        if self.nonce_store == "redis" and not self.redis_url:
+            raise ValueError(REDIS_NONCES_WITHOUT_REDIS)
         return self
 
     @model_validator(mode="after")

@@ -195,7 +195,7 @@ def test_the_file_sits_beside_the_embedded_database_and_takes_over_its_table(tmp
             ),
         )
     db = Database(url)
-    store = SqliteNonces.beside(db)
+    store = SqliteNonces.on_host(db)
     now = datetime.now(UTC)
 
     async def scenario() -> list[bool]:
@@ -211,6 +211,34 @@ def test_the_file_sits_beside_the_embedded_database_and_takes_over_its_table(tmp
     assert asyncio.run(scenario()) == [False, True, True]
     assert store.path == tmp_path / "shop.nonces.db"
     assert store.path.exists()
+
+
+def test_a_configured_file_still_takes_over_the_embedded_database_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    migrate.upgrade(url)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    with sqlite3.connect(tmp_path / "shop.db") as conn:
+        conn.execute(
+            "INSERT INTO used_nonces VALUES ('pk_a', 'from-the-table', ?)",
+            (expires.replace(tzinfo=None).isoformat(" "),),
+        )
+    store = SqliteNonces.on_host(Database(url), tmp_path / "elsewhere.db")
+
+    assert uses(store, [("pk_a", "from-the-table")], datetime.now(UTC)) == [False]
+    assert store.path == tmp_path / "elsewhere.db"
+    assert not (tmp_path / "shop.nonces.db").exists()
+
+
+def test_the_file_path_is_made_absolute_once_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = SqliteNonces.on_host(Database("sqlite:///shop.db"))
+    configured = SqliteNonces.on_host(Database("sqlite:///shop.db"), "n/here.db")
+    in_memory = SqliteNonces.on_host(Database("sqlite://"))
+    monkeypatch.chdir(tmp_path.parent)  # a worker that moves later still uses the same files
+
+    assert relative.path == tmp_path / "shop.nonces.db"
+    assert configured.path == tmp_path / "n" / "here.db"
+    assert in_memory.path is None  # an in-memory database's nonces stay in memory
 
 
 def test_only_a_database_file_has_a_nonce_file(tmp_path):

@@ -51,14 +51,22 @@ def _postgres_or_skip() -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    """A migrated, empty database of each backend."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A migrated, empty database of each backend.
+
+    On PostgreSQL, ``PROMOGUARD_NONCE_FILE`` points into the test's own directory (for the
+    settings and servers made from the environment): the nonce file's default there is one in
+    the working directory, which would be the checkout, shared by every test.
+    """
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'promoguard.db'}"
         migrate.upgrade(url)
         yield url
         return
     _postgres_or_skip()
+    monkeypatch.setenv("PROMOGUARD_NONCE_FILE", str(tmp_path / "promoguard.nonces.db"))
     schema = f"t_{uuid.uuid4().hex[:12]}"
     plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as conn:

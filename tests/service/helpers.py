@@ -5,10 +5,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from promoguard.security import signing
 from promoguard.security.keys import DEPARTMENTS
 from promoguard.security.signing import PromoguardAuth
+from promoguard.store.db import sync_url
 
 ALL = {"all_items": True}
 
@@ -126,3 +129,35 @@ def quote(
 
 def order(client: TestClient, token: str, key: str) -> Any:
     return client.post("/v1/orders", json={"quote_token": token}, headers={"Idempotency-Key": key})
+
+
+TABLES = ("issued_coupons", "customer_usage", "orders", "campaigns", "audit_log")
+
+
+def snapshot(database_url: str) -> dict[str, Any]:
+    """Row counts of what a request could change, and the coupon stock's balance."""
+    engine = sa.create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            counts: dict[str, Any] = {
+                t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES
+            }
+            counts["issued"] = conn.execute(
+                sa.text("SELECT sum(issued) FROM coupon_stock")
+            ).scalar()
+        return counts
+    finally:
+        engine.dispose()
+
+
+def claim_headers(key_id: str, secret: str, body: bytes, **overrides: Any) -> dict[str, str]:
+    """Signed headers of a coupon claim (``POST /v1/coupons/cp/claims``) with ``body``."""
+    headers = signing.sign(
+        key_id=key_id,
+        secret=secret,
+        method="POST",
+        path="/v1/coupons/cp/claims",
+        body=body,
+        **overrides,
+    )
+    return {**headers, "content-type": "application/json"}

@@ -9,48 +9,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 from tests.service.conftest import make_key, signed_client
-from tests.service.helpers import coupon_spec, live
+from tests.service.helpers import claim_headers, coupon_spec, live, snapshot
 
 from promoguard.app import create_app
 from promoguard.security import signing
 from promoguard.security.nonces import DatabaseNonces, RedisNonces
 from promoguard.settings import Settings
-from promoguard.store.db import Database, sync_url
-
-TABLES = ("issued_coupons", "customer_usage", "orders", "campaigns", "audit_log")
-
-
-def snapshot(database_url: str) -> dict[str, Any]:
-    """Row counts of what a request could change, and the coupon stock's balance."""
-    engine = sa.create_engine(sync_url(database_url))
-    try:
-        with engine.connect() as conn:
-            counts: dict[str, Any] = {
-                t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES
-            }
-            counts["issued"] = conn.execute(
-                sa.text("SELECT sum(issued) FROM coupon_stock")
-            ).scalar()
-        return counts
-    finally:
-        engine.dispose()
-
-
-def claim_headers(key_id: str, secret: str, body: bytes, **overrides: Any) -> dict[str, str]:
-    headers = signing.sign(
-        key_id=key_id,
-        secret=secret,
-        method="POST",
-        path="/v1/coupons/cp/claims",
-        body=body,
-        **overrides,
-    )
-    return {**headers, "content-type": "application/json"}
+from promoguard.store.db import Database
 
 
 @pytest.fixture
@@ -278,9 +247,11 @@ def test_redis_stores_nonces_and_limits_for_every_worker(settings, redis_url):
     assert [r.status_code for r in fresh] == [200, 429, 429]
 
 
-def test_a_request_replayed_to_another_worker_is_refused_without_redis(settings):
-    """Embedded, the workers share the nonce file beside the database; on PostgreSQL, the
-    database's table."""
+@pytest.mark.parametrize("store", ["file", "database"])
+def test_a_request_replayed_to_another_worker_is_refused_without_redis(settings, store):
+    """The workers share the nonce file (beside the embedded database; on PostgreSQL, the one
+    the host's workers resolve), or the database's ``used_nonces`` table."""
+    settings = settings.model_copy(update={"nonce_store": store})
     key_id, secret = make_key(settings, "auditor")
     headers = signing.sign(key_id=key_id, secret=secret, method="GET", path="/v1/campaigns")
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:

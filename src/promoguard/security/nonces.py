@@ -1,17 +1,23 @@
 """Replay protection: a nonce is accepted once within the clock-skew window.
 
-Three stores behind one interface; every worker process of a deployment shares the same one, so a
-request replayed to another worker is refused too:
+Three stores behind one interface; every worker process that shares a store refuses a request
+replayed to another of them. ``PROMOGUARD_NONCE_STORE`` chooses (:func:`nonce_store`):
 
-- :class:`SqliteNonces` (embedded, SQLite): a small SQLite file of its own next to the database
-  (``promoguard.db`` -> ``promoguard.nonces.db``), which every worker on the machine opens. A nonce
-  is one upsert on a primary key, written synchronously on the event loop: a few microseconds, no
-  round trip through the database driver's thread, and no batching needed;
-- :class:`DatabaseNonces` (PostgreSQL without Redis): the ``used_nonces`` table, one
-  ``INSERT ... SELECT unnest(...) ON CONFLICT`` per batch of concurrent requests on a connection
-  of its own, so a signed read is not a transaction of its own;
-- :class:`RedisNonces` (when Redis is configured): ``SET key NX EX window``, one script call per
-  batch.
+- :class:`RedisNonces` (``redis``; ``auto`` when ``PROMOGUARD_REDIS_URL`` is set): ``SET key NX
+  EX window``, one script call per batch; shared by every host;
+- :class:`SqliteNonces` (``file``; ``auto`` without Redis): a small SQLite file of its own,
+  which every worker on the host opens. Embedded, it sits beside the database (``promoguard.db``
+  -> ``promoguard.nonces.db``); on PostgreSQL it is ``promoguard.nonces.db`` in the working
+  directory; ``PROMOGUARD_NONCE_FILE`` names another. A nonce is one upsert on a primary key,
+  written synchronously on the event loop: a few microseconds, no round trip through the
+  database driver's thread, and no batching needed. On PostgreSQL it is the default although it
+  is per host: a round trip per batch to PostgreSQL costs signed quotes 30-35 % of their
+  throughput, and a deployment on several hosts needs Redis anyway for its rate limits (without
+  Redis they are per process);
+- :class:`DatabaseNonces` (``database``): the ``used_nonces`` table, one ``INSERT ... SELECT
+  unnest(...) ON CONFLICT`` per batch of concurrent requests on a connection of its own, so a
+  signed read is not a transaction of its own. For several hosts sharing one PostgreSQL without
+  Redis.
 
 A nonce whose window has passed may be used again (its row is renewed). If the store cannot
 answer, the request is refused (fail closed).
@@ -38,15 +44,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from promoguard.errors import PromoguardError
 from promoguard.security.models import UsedNonce
+from promoguard.settings import REDIS_NONCES_WITHOUT_REDIS, Settings
 from promoguard.store.db import Database
 
 __all__ = [
+    "DEFAULT_NONCE_FILE",
     "DatabaseNonces",
     "NonceStore",
     "RedisNonces",
     "SqliteNonces",
     "StoreUnavailableError",
     "nonce_file",
+    "nonce_store",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,6 +131,11 @@ def _busy(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _BUSY
 
 
+DEFAULT_NONCE_FILE = "promoguard.nonces.db"
+"""The nonce file on PostgreSQL when ``PROMOGUARD_NONCE_FILE`` is unset, in the working
+directory (which every worker of a server shares)."""
+
+
 def nonce_file(db: Database) -> Path | None:
     """The nonce file beside an embedded database file (None: not a file on disk)."""
     if not db.is_sqlite:
@@ -167,12 +181,28 @@ class SqliteNonces:
         self._flushing = False
 
     @classmethod
-    def beside(cls, db: Database) -> SqliteNonces:
-        """The store of an embedded database: its nonce file, taking over the nonces the
-        ``used_nonces`` table still holds."""
-        path = nonce_file(db)
-        legacy = make_url(db.url).database if path is not None else None
-        return cls(path, adopt_from=Path(legacy) if legacy else None)
+    def on_host(cls, db: Database, path: str | Path | None = None) -> SqliteNonces:
+        """The nonce file every worker process on this host shares.
+
+        Args:
+            db: the service's database. An embedded database file's ``used_nonces`` rows (the
+                nonces it held before this store existed) are taken over.
+            path: the file (``PROMOGUARD_NONCE_FILE``). Unset: beside an embedded database file
+                (:func:`nonce_file`), in memory for an in-memory one, and
+                :data:`DEFAULT_NONCE_FILE` in the working directory on PostgreSQL.
+
+        Returns:
+            The store, its path made absolute now: every worker resolves it against the
+            directory they share, and a later change of directory cannot split them.
+        """
+        beside = nonce_file(db)
+        legacy = make_url(db.url).database if beside is not None else None
+        if path is None:
+            path = beside if db.is_sqlite else Path(DEFAULT_NONCE_FILE)
+        return cls(
+            None if path is None else Path(path).absolute(),
+            adopt_from=Path(legacy) if legacy else None,
+        )
 
     def _open(self, now: int) -> sqlite3.Connection:
         target = ":memory:" if self.path is None else str(self.path)
@@ -389,8 +419,12 @@ class DatabaseNonces(_Batched):
     On PostgreSQL each batch is one statement (``INSERT ... SELECT unnest(...) ON CONFLICT``,
     prepared by the driver, the batch's keys and nonces in two text parameters) on a connection
     of the store's own, in autocommit: one round trip, no transaction around it. On SQLite
-    (tests and tools; the service uses :class:`SqliteNonces`) it is one ``INSERT ... ON CONFLICT
-    DO UPDATE ... RETURNING`` per batch in a write transaction.
+    (when ``PROMOGUARD_NONCE_STORE=database`` says so, and in tests) it is one ``INSERT ... ON
+    CONFLICT DO UPDATE ... RETURNING`` per batch in a write transaction.
+
+    ``PROMOGUARD_NONCE_STORE=database`` chooses it, for several hosts that share one PostgreSQL
+    without Redis. It is not the default there: the round trip per batch, with the one or two
+    nonces a batch holds at realistic load, costs signed quotes 30-35 % of their throughput.
     """
 
     store_errors = (SQLAlchemyError, psycopg.Error, OSError)
@@ -506,3 +540,36 @@ class RedisNonces(_Batched):
             args=[int(window.total_seconds())],
         )
         return {keys[int(i) - 1] for i in fresh}
+
+
+def nonce_store(settings: Settings, db: Database, redis: Redis | None) -> NonceStore:
+    """The store ``PROMOGUARD_NONCE_STORE`` chooses (``auto``: Redis when configured, else the
+    nonce file); on PostgreSQL a nonce file is per host, which is said once, as a warning.
+
+    Args:
+        settings: the service's settings (``nonce_store``, ``nonce_file``, ``redis_prefix``).
+        db: the service's database.
+        redis: the service's Redis client, None when ``PROMOGUARD_REDIS_URL`` is unset.
+
+    Returns:
+        The store; its connections open with the first nonce.
+    """
+    choice = settings.nonce_store
+    if choice == "auto":
+        choice = "file" if redis is None else "redis"
+    if choice == "redis":
+        if redis is None:  # the settings refuse this; a copy made without validation may not
+            raise ValueError(REDIS_NONCES_WITHOUT_REDIS)
+        return RedisNonces(redis, settings.redis_prefix)
+    if choice == "database":
+        return DatabaseNonces(db)
+    store = SqliteNonces.on_host(db, settings.nonce_file)
+    if not db.is_sqlite:
+        log.warning(
+            "nonces of signed requests are kept per host, in %s%s: on several hosts set "
+            "PROMOGUARD_REDIS_URL or PROMOGUARD_NONCE_STORE=database, or a request replayed "
+            "to another host is accepted",
+            store.path,
+            " (like the rate limits without Redis)" if redis is None else "",
+        )
+    return store
