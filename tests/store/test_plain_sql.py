@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from promoguard.orders.models import Counter, IdempotencyRecord
 from promoguard.store import migrate
@@ -128,3 +128,58 @@ def test_sqlite_starts_again_on_a_new_connection_after_a_database_error(tmp_path
         assert await _counters(db) == {"a": 1}
 
     run(url, scenario)
+
+
+def test_insert_writes_every_row_in_the_order_given(database_url):
+    rows = [(f"k{n}", n) for n in (3, 1, 2)]
+
+    async def scenario(db: Database) -> None:
+        def work(sql: PlainSQL, _: None) -> list[Any]:
+            sql.insert("counters", ("key", "used"), rows)
+            sql.insert("counters", ("key", "used"), [])  # nothing to insert: no statement
+            return sql.all('SELECT "key", used FROM counters')
+
+        assert sorted(await db.write_plain(work, _started)) == sorted(rows)
+        assert await _counters(db) == dict(rows)
+
+    run(database_url, scenario)
+
+
+def test_the_orm_still_gets_a_transaction_on_a_connection_a_plain_one_used(database_url):
+    """On PostgreSQL the plain transaction runs its own BEGIN and COMMIT on a pooled
+    connection: the connection goes back as the ORM expects it (a failed unit of work is
+    rolled back, not committed statement by statement)."""
+
+    async def scenario(db: Database) -> None:
+        def broken(sql: PlainSQL, _: None) -> None:
+            _insert("a", 1)(sql, None)
+            sql.run("SELECT * FROM no_such_table")
+
+        with pytest.raises(Exception, match="no_such_table"):
+            await db.write_plain(broken, _started)
+        await db.write_plain(_insert("b", 1), _started)
+
+        async def unit_that_fails() -> None:
+            async with db.write() as session:
+                session.add(Counter(key="c", used=1))
+                await session.flush()
+                raise RuntimeError("stop")
+
+        with pytest.raises(RuntimeError):
+            await unit_that_fails()
+        assert await _counters(db) == {"b": 1}
+
+    run(database_url, scenario)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: no lengths
+def test_postgresql_refuses_a_value_too_long_for_its_column_instead_of_cutting_it(database_url):
+    async def scenario(db: Database) -> None:
+        def work(sql: PlainSQL, _: None) -> None:
+            sql.insert("counters", ("key", "used"), [("k" * 500, 1)])
+
+        with pytest.raises(DataError):
+            await db.write_plain(work, _started)
+        assert await _counters(db) == {}
+
+    run(database_url, scenario)

@@ -130,8 +130,9 @@ def mark_order(sql: PlainSQL, identity: Identity, order_id: str, at: datetime) -
     """Record the order's signals (in its plain-SQL transaction): from now on they have
     ordered."""
     stamp = sql.instant(at)
-    sql.many(
-        "INSERT INTO identity_marks (signal, order_id, customer_id, at) VALUES (?, ?, ?, ?)",
+    sql.insert(
+        "identity_marks",
+        ("signal", "order_id", "customer_id", "at"),
         [(s, order_id, identity.customer_id, stamp) for s in identity.signals],
     )
 

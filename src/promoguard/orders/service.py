@@ -254,6 +254,39 @@ def _in_wallet(wanted: list[str], held: set[str]) -> None:
         )
 
 
+_LINE_COLUMNS = (
+    "order_id",
+    "position",
+    "sku",
+    "category",
+    "tags",
+    "quantity",
+    "unit_price",
+    "floor_price",
+    "list_amount",
+    "discount",
+    "final_amount",
+    "refunded_quantity",
+    "refunded_amount",
+)
+
+
+def _allocate(sql: PlainSQL, order_id: str, shares: list[tuple[int, str, int, int]]) -> None:
+    """Each line's share of each discount, (line position, rule, version, amount), in one
+    statement: each share finds its line by (order, position), so the lines are not read
+    back; inserted in the order given."""
+    if not shares:
+        return
+    sql.run(
+        "INSERT INTO line_allocations (order_line_id, rule_id, rule_version, amount)"
+        " SELECT line.id, share.column3, share.column4, share.column5"
+        f" FROM (VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(shares))}) AS share"
+        " JOIN order_lines AS line ON line.order_id = ? AND line.position = share.column2"
+        " ORDER BY share.column1",
+        [*(v for n, share in enumerate(shares) for v in (n, *share)), order_id],
+    )
+
+
 def _record(
     sql: PlainSQL,
     *,
@@ -344,10 +377,9 @@ def _record(
         }
         for line in quote.lines
     ]
-    sql.many(
-        "INSERT INTO order_lines (order_id, position, sku, category, tags, quantity, unit_price,"
-        " floor_price, list_amount, discount, final_amount, refunded_quantity, refunded_amount)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+    sql.insert(
+        "order_lines",
+        _LINE_COLUMNS,
         [
             (
                 order_id,
@@ -361,17 +393,19 @@ def _record(
                 line.list_amount,
                 line.discount,
                 line.final_amount,
+                0,
+                0,
             )
             for position, (line, cart_line) in enumerate(
                 zip(quote.lines, request.cart.lines, strict=True)
             )
         ],
     )
-    sql.many(
-        "INSERT INTO line_allocations (order_line_id, rule_id, rule_version, amount)"
-        " SELECT id, ?, ?, ? FROM order_lines WHERE order_id = ? AND position = ?",
+    _allocate(
+        sql,
+        order_id,
         [
-            (d.rule_id, d.rule_version, d.amount, order_id, position)
+            (position, d.rule_id, d.rule_version, d.amount)
             for position, line in enumerate(quote.lines)
             for d in line.discounts
         ],
@@ -386,9 +420,9 @@ def _record(
         }
         for d in quote.discounts
     ]
-    sql.many(
-        "INSERT INTO order_discounts (order_id, rule_id, rule_version, kind, layer, amount)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+    sql.insert(
+        "order_discounts",
+        ("order_id", "rule_id", "rule_version", "kind", "layer", "amount"),
         [
             (order_id, d["rule_id"], d["rule_version"], d["kind"], d["layer"], d["amount"])
             for d in discounts
@@ -439,9 +473,19 @@ def _redeem(
                 at,
             )
         )
-    sql.many(
-        "INSERT INTO redemptions (order_id, customer_id, rule_id, rule_version, kind, units,"
-        " amount, coupon_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    sql.insert(
+        "redemptions",
+        (
+            "order_id",
+            "customer_id",
+            "rule_id",
+            "rule_version",
+            "kind",
+            "units",
+            "amount",
+            "coupon_id",
+            "at",
+        ),
         redemptions,
     )
 
@@ -938,9 +982,9 @@ class Checkout:
             raise ConflictError(refused.refusal, detail, extra=extra)
         expires = sql.instant(now + self.reservation_ttl)
         updated = sql.instant(now)
-        sql.many(
-            "INSERT INTO reservations (order_id, key, amount, state, expires_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+        sql.insert(
+            "reservations",
+            ("order_id", "key", "amount", "state", "expires_at", "updated_at"),
             [
                 (order_id, t.key, t.amount, ReservationState.RESERVED.value, expires, updated)
                 for _, t in needs
