@@ -272,18 +272,14 @@ _LINE_COLUMNS = (
 
 
 def _allocate(sql: PlainSQL, order_id: str, shares: list[tuple[int, str, int, int]]) -> None:
-    """Each line's share of each discount, (line position, rule, version, amount), in one
-    statement: each share finds its line by (order, position), so the lines are not read
-    back; inserted in the order given."""
-    if not shares:
-        return
-    sql.run(
-        "INSERT INTO line_allocations (order_line_id, rule_id, rule_version, amount)"
-        " SELECT line.id, share.column3, share.column4, share.column5"
-        f" FROM (VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(shares))}) AS share"
-        " JOIN order_lines AS line ON line.order_id = ? AND line.position = share.column2"
-        " ORDER BY share.column1",
-        [*(v for n, share in enumerate(shares) for v in (n, *share)), order_id],
+    """Each line's share of each discount, (line position, rule, version, amount), in the
+    order given: each share finds its line by (order, position), so the lines are not read
+    back."""
+    sql.insert(
+        "line_allocations",
+        ("order_line_id", "rule_id", "rule_version", "amount"),
+        [(order_id, at, rule, version, amount) for at, rule, version, amount in shares],
+        values="((SELECT id FROM order_lines WHERE order_id = ? AND position = ?), ?, ?, ?)",
     )
 
 

@@ -161,12 +161,6 @@ def _pyformat(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-@lru_cache(maxsize=64)
-def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
-    marks = f"({PlainSQL.marks(len(columns))})"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([marks] * rows)}"
-
-
 def _sqlite_instant(value: datetime) -> str:
     # Exactly what UTCDateTime stores on SQLite (SQLAlchemy's text format, in UTC), so these
     # rows compare and read back like the ORM's.
@@ -219,6 +213,13 @@ class _Batched:
     def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
         mogrify = self._cursor.mogrify
         self._held.extend(mogrify(sql, row) for row in rows)
+
+    def values(self, head: str, row: str, rows: list[Sequence[Any]]) -> None:
+        """``head`` followed by ``row`` for each of ``rows``: one multi-row statement, each row
+        bound on its own (the driver caches what it learns of a short statement, not of a long
+        one, and parses that again every time)."""
+        mogrify = self._cursor.mogrify
+        self._held.append(head + ", ".join(mogrify(row, values) for values in rows))
 
     def _send(self) -> None:
         """Run every statement held; the cursor is left on the last one's result."""
@@ -305,18 +306,30 @@ class PlainSQL:
         except self._error as exc:
             self._raise(sql, rows, exc)
 
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Insert rows (each a value for each of ``columns``, in order) into a table, in the
-        order given: on SQLite one ``INSERT`` run for each row (the driver's loop, in C), on
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        values: str | None = None,
+    ) -> None:
+        """Insert rows into a table, in the order given: each row fills ``values`` (by default
+        ``(?, ?, ...)``, a mark for each of ``columns``; a row may also compute a column, with a
+        subquery, say). On SQLite one ``INSERT`` run for each row (the driver's loop, in C); on
         PostgreSQL one ``INSERT ... VALUES (...), (...)`` for all of them."""
         rows = list(rows)
         if not rows:
             return
+        values = values or f"({self.marks(len(columns))})"
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         if self._sqlite:
-            self.many(_insert_sql(table, tuple(columns), 1), rows)
-        else:
-            flat = [value for row in rows for value in row]
-            self.run(_insert_sql(table, tuple(columns), len(rows)), flat)
+            self.many(head + values, rows)
+            return
+        try:
+            self._cursor.values(head, _pyformat(values), rows)
+        except self._error as exc:
+            self._raise(head + values, rows, exc)
 
     @property
     def sqlite(self) -> bool:
