@@ -19,7 +19,8 @@ database never see it) the bench:
      timestamp within the skew, body digest, a nonce recorded once) and the default rate limits
      count every request;
 
-   it starts ``promoguard serve --workers N`` (migrations, then uvicorn) in its own process group
+   it starts ``promoguard serve --workers N`` (migrations, then uvicorn) in its own process group,
+   with a nonce file of its own in a temporary directory (``PROMOGUARD_NONCE_FILE``),
    and polls ``/healthz`` until it answers; the first server seeds a realistic set of live
    campaigns through the API (``POST /v1/campaigns``, review by three approver keys, then
    ``/activate``, signed with the operator key): a store-wide 每满 threshold, category
@@ -1176,7 +1177,10 @@ def run_backend(
         name = mode if args.rounds == 1 else f"{mode}-{round_}"
         profile = Path(f"{args.profile}-{backend}-{name}.prof") if args.profile else None
         with tempfile.TemporaryDirectory(prefix="promoguard-bench-log-") as tmp:
-            env = promoguard_env(url, mode, extra)
+            # A server's nonce file is its own (on PostgreSQL the default is one in the working
+            # directory, which every earlier run would have left behind, filled).
+            nonces = {"PROMOGUARD_NONCE_FILE": str(Path(tmp) / "promoguard.nonces.db")}
+            env = promoguard_env(url, mode, nonces | extra)
             server = Server(env, workers, Path(tmp) / "server.log", profile)
             try:
                 startup = server.wait_ready()
