@@ -182,18 +182,24 @@ def test_a_short_wait_for_another_writer_is_not_a_refusal(tmp_path):
         other.close()
 
 
-def test_the_file_sits_beside_the_embedded_database_and_takes_over_its_table(tmp_path):
+def _shop_with_table_nonces(tmp_path: Path, *rows: tuple[str, datetime]) -> str:
+    """A migrated embedded database ``shop.db`` whose ``used_nonces`` table holds ``(nonce,
+    expires at)`` rows of key ``pk_a`` (what it held before the nonce file existed)."""
     url = f"sqlite:///{tmp_path / 'shop.db'}"
     migrate.upgrade(url)
-    expires = datetime.now(UTC) + timedelta(minutes=5)
     with sqlite3.connect(tmp_path / "shop.db") as conn:
-        conn.execute(
-            "INSERT INTO used_nonces VALUES ('pk_a', 'from-the-table', ?), ('pk_a', 'stale', ?)",
-            (
-                expires.replace(tzinfo=None).isoformat(" "),
-                (expires - timedelta(hours=1)).replace(tzinfo=None).isoformat(" "),
-            ),
+        conn.executemany(
+            "INSERT INTO used_nonces VALUES ('pk_a', ?, ?)",
+            [(nonce, at.replace(tzinfo=None).isoformat(" ")) for nonce, at in rows],
         )
+    return url
+
+
+def test_the_file_sits_beside_the_embedded_database_and_takes_over_its_table(tmp_path):
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    url = _shop_with_table_nonces(
+        tmp_path, ("from-the-table", expires), ("stale", expires - timedelta(hours=1))
+    )
     db = Database(url)
     store = SqliteNonces.on_host(db)
     now = datetime.now(UTC)
@@ -214,14 +220,8 @@ def test_the_file_sits_beside_the_embedded_database_and_takes_over_its_table(tmp
 
 
 def test_a_configured_file_still_takes_over_the_embedded_database_table(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shop.db'}"
-    migrate.upgrade(url)
     expires = datetime.now(UTC) + timedelta(minutes=5)
-    with sqlite3.connect(tmp_path / "shop.db") as conn:
-        conn.execute(
-            "INSERT INTO used_nonces VALUES ('pk_a', 'from-the-table', ?)",
-            (expires.replace(tzinfo=None).isoformat(" "),),
-        )
+    url = _shop_with_table_nonces(tmp_path, ("from-the-table", expires))
     store = SqliteNonces.on_host(Database(url), tmp_path / "elsewhere.db")
 
     assert uses(store, [("pk_a", "from-the-table")], datetime.now(UTC)) == [False]
