@@ -183,3 +183,30 @@ def test_postgresql_refuses_a_value_too_long_for_its_column_instead_of_cutting_i
         assert await _counters(db) == {}
 
     run(database_url, scenario)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: on its thread
+def test_a_plain_transaction_cancelled_half_way_leaves_nothing_and_the_next_one_works(
+    database_url,
+):
+    async def scenario(db: Database) -> None:
+        halfway = asyncio.Event()
+
+        def slow(sql: PlainSQL, _: None) -> None:
+            sql.count('INSERT INTO counters ("key", used) VALUES (?, ?)', ("a", 1))  # sent
+            sql.wait(_set_then_sleep(halfway))
+
+        task = asyncio.create_task(db.write_plain(slow, _started))
+        await halfway.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await db.write_plain(_insert("b", 1), _started)
+        assert await _counters(db) == {"b": 1}
+
+    run(database_url, scenario)
+
+
+async def _set_then_sleep(event: asyncio.Event) -> None:
+    event.set()
+    await asyncio.sleep(30)

@@ -246,6 +246,20 @@ class _Batched:
         self._send()
 
 
+async def _restored(driver: Any, error: type[Exception]) -> bool:
+    """A connection :meth:`Database.write_plain` used, back as the pool hands connections out:
+    no transaction open (one that failed, or was cancelled on the way, is rolled back) and the
+    driver opening its own again. False if it cannot be (broken, or still busy with a
+    cancelled message): it is not to be used again."""
+    try:
+        if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            await driver.execute("ROLLBACK")
+        await driver.set_autocommit(False)
+    except error:
+        return False
+    return not (driver.broken or driver.closed)
+
+
 class PlainSQL:
     """Plain SQL on one write transaction's own driver connection, for a hot path of fixed
     statements where SQLAlchemy's work per statement costs more than the database's.
@@ -473,15 +487,9 @@ class Database:
                     done: T = await greenlet_spawn(transaction)
                 except error as exc:  # raised by the last message (its COMMIT, say)
                     raise DBAPIError.instance(None, None, exc, error) from exc
-                finally:
-                    if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        with contextlib.suppress(error):
-                            await driver.execute("ROLLBACK")
             finally:
-                if driver.broken or driver.closed:
-                    await conn.invalidate()
-                else:
-                    await driver.set_autocommit(False)
+                if not await _restored(driver, error):
+                    await conn.invalidate()  # the pool opens a new one instead
             return done
 
     async def _write_in_thread(
