@@ -911,7 +911,11 @@ def main() -> None:
         tiers_file = logs / "tiers.json"
         members = {c: t for c, t in shop.people if t is not None}
         tiers_file.write_text(json.dumps({"tiers": members}))
-        with processes({**env, "PROMOGUARD_DATABASE_URL": url}, tiers_file, logs) as (
+        # The servers' nonce file is the run's own (on PostgreSQL the default is one in the
+        # working directory, which every earlier run would have left behind, filled).
+        nonces = str(Path(tmp) / "promoguard.nonces.db")
+        server_env = {**env, "PROMOGUARD_DATABASE_URL": url, "PROMOGUARD_NONCE_FILE": nonces}
+        with processes(server_env, tiers_file, logs) as (
             member,
             bases,
             pids,

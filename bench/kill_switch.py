@@ -49,6 +49,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -267,7 +268,13 @@ def run(args: argparse.Namespace, url: str) -> tuple[dict[str, list[float]], int
     rng = random.Random(args.seed)
     samples: dict[str, list[float]] = {move: [] for move in MOVES}
     with (
-        servers(env) as (base_a, base_b),
+        # The servers' nonce file is the run's own (on PostgreSQL the default is one in the
+        # working directory, which every earlier run would have left behind, filled).
+        tempfile.TemporaryDirectory(prefix="promoguard-kill-switch-") as tmp,
+        servers(env | {"PROMOGUARD_NONCE_FILE": f"{tmp}/promoguard.nonces.db"}) as (
+            base_a,
+            base_b,
+        ),
         httpx.Client(base_url=base_a, auth=keys.admin, timeout=30) as admin,
         httpx.Client(base_url=base_b, auth=keys.storefront, timeout=30) as shop_b,
     ):
