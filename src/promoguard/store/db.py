@@ -188,7 +188,7 @@ def _begin_immediate(cursor: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-class _Batched:
+class _HeldStatements:
     """psycopg on PostgreSQL, for :meth:`Database.write_plain`: each statement is bound on the
     client (the driver's own quoting, :meth:`psycopg.AsyncClientCursor.mogrify`) and held until
     a result is needed; then every statement held goes to the server in one message (the
@@ -209,10 +209,6 @@ class _Batched:
 
     def execute(self, sql: str, params: Sequence[Any]) -> None:
         self._held.append(self._cursor.mogrify(sql, params))
-
-    def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        mogrify = self._cursor.mogrify
-        self._held.extend(mogrify(sql, row) for row in rows)
 
     def values(self, head: str, row: str, rows: list[Sequence[Any]]) -> None:
         """``head`` followed by ``row`` for each of ``rows``: one multi-row statement, each row
@@ -268,7 +264,7 @@ class PlainSQL:
     and :meth:`json` give values in the form the mapped column types store them, so the ORM
     reads these rows as its own. A driver error is raised as SQLAlchemy's exception of the same
     kind (``IntegrityError``, ``DataError``, ...), as a statement through the ORM would be. On
-    PostgreSQL the statements are held and sent together (:class:`_Batched`): an error may
+    PostgreSQL the statements are held and sent together (:class:`_HeldStatements`): an error may
     surface at a later statement, or at the end of the transaction, which rolls back all the
     same.
     """
@@ -310,16 +306,6 @@ class PlainSQL:
             self._raise(sql, params, exc)
         return rowcount
 
-    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Execute one statement for each row of parameters."""
-        rows = list(rows)
-        if not rows:
-            return
-        try:
-            self._cursor.executemany(self._sql(sql), rows)
-        except self._error as exc:
-            self._raise(sql, rows, exc)
-
     def insert(
         self,
         table: str,
@@ -337,18 +323,13 @@ class PlainSQL:
             return
         values = values or f"({self.marks(len(columns))})"
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        if self._sqlite:
-            self.many(head + values, rows)
-            return
         try:
-            self._cursor.values(head, _pyformat(values), rows)
+            if self._sqlite:
+                self._cursor.executemany(head + values, rows)
+            else:
+                self._cursor.values(head, _pyformat(values), rows)
         except self._error as exc:
             self._raise(head + values, rows, exc)
-
-    @property
-    def sqlite(self) -> bool:
-        """Whether the statements run on SQLite (else PostgreSQL)."""
-        return self._sqlite
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row a query returns."""
@@ -457,7 +438,7 @@ class Database:
         is: one hop between the threads instead of a few per statement, and the database's
         write lock is held only while it runs. On PostgreSQL ``work`` runs in a greenlet on the
         event loop, on a pooled connection, its statements held and sent together
-        (:class:`_Batched`): the server is waited for only when a result is needed and at the
+        (:class:`_HeldStatements`): the server is waited for only when a result is needed and at the
         end.
         """
         if self._write_lock is None:
@@ -470,17 +451,17 @@ class Database:
             driver = raw.driver_connection  # psycopg's AsyncConnection
             assert driver is not None
             error: type[Exception] = conn.dialect.loaded_dbapi.Error
-            # The statements carry their own BEGIN and COMMIT (see _Batched): the driver must
+            # The statements carry their own BEGIN and COMMIT (see _HeldStatements): the driver must
             # not open a transaction of its own (a round trip) before the first of them.
             await driver.set_autocommit(True)
             try:
-                batched = _Batched(psycopg.AsyncClientCursor(driver))
-                sql = PlainSQL(batched, sqlite=False, error=error, wait=await_)
+                held = _HeldStatements(psycopg.AsyncClientCursor(driver))
+                sql = PlainSQL(held, sqlite=False, error=error, wait=await_)
                 started = start()
 
                 def transaction() -> T:
                     result = work(sql, started)
-                    batched.commit()
+                    held.commit()
                     return result
 
                 try:
