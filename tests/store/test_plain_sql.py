@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from promoguard.orders.models import Counter, IdempotencyRecord
@@ -210,3 +210,42 @@ def test_a_plain_transaction_cancelled_half_way_leaves_nothing_and_the_next_one_
 async def _set_then_sleep(event: asyncio.Event) -> None:
     event.set()
     await asyncio.sleep(30)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: one connection
+def test_plain_transactions_keep_their_connections_and_drop_them_all_when_the_server_does(
+    database_url,
+):
+    """Consecutive plain transactions run on the same connection (none is opened or checked out
+    of a pool per transaction); when the server drops them (a restart, say), one transaction
+    fails and the next runs on a new connection, not on another dropped one."""
+
+    async def scenario(db: Database) -> None:
+        both_in = asyncio.Barrier(2)
+
+        def backend(sql: PlainSQL, _: None) -> int:
+            row = sql.one("SELECT pg_backend_pid()")
+            assert row is not None
+            return int(row[0])
+
+        def backend_together(sql: PlainSQL, _: None) -> int:
+            sql.wait(both_in.wait())  # two transactions at once: two connections kept
+            return backend(sql, None)
+
+        kept = set(
+            await asyncio.gather(
+                db.write_plain(backend_together, _started),
+                db.write_plain(backend_together, _started),
+            )
+        )
+        assert len(kept) == 2
+        assert await db.write_plain(backend, _started) in kept
+        assert await db.write_plain(backend, _started) in kept
+        async with db.read() as session:
+            for pid in kept:
+                await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError):
+            await db.write_plain(backend, _started)
+        assert await db.write_plain(backend, _started) not in kept
+
+    run(database_url, scenario)

@@ -125,6 +125,12 @@ WAL_SAFETY_PAGES = 20_000
 """Pages of WAL (about 80 MB) after which a writer checkpoints as it commits after all."""
 CHECKPOINT_SECONDS = 0.5
 """How often at most the checkpointer copies the WAL back while writes are happening."""
+POOL_SIZE = 10
+POOL_OVERFLOW = 10
+"""PostgreSQL: the engine's pool keeps this many connections and opens at most this many more."""
+PLAIN_CONNECTIONS = POOL_SIZE + POOL_OVERFLOW
+"""PostgreSQL: at most this many plain write transactions of a process at once, each on a
+connection :meth:`Database.write_plain` keeps for itself (the others wait for one)."""
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
@@ -243,14 +249,12 @@ class _HeldStatements:
 
 
 async def _restored(driver: Any, error: type[Exception]) -> bool:
-    """A connection :meth:`Database.write_plain` used, back as the pool hands connections out:
-    no transaction open (one that failed, or was cancelled on the way, is rolled back) and the
-    driver opening its own again. False if it cannot be (broken, or still busy with a
-    cancelled message): it is not to be used again."""
+    """Whether a connection :meth:`Database.write_plain` used can serve the next plain
+    transaction: no transaction open (one that failed, or was cancelled on the way, is rolled
+    back). False if it cannot be (broken, or still busy with a cancelled message)."""
     try:
         if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             await driver.execute("ROLLBACK")
-        await driver.set_autocommit(False)
     except error:
         return False
     return not (driver.broken or driver.closed)
@@ -371,6 +375,12 @@ class PlainSQL:
         return result
 
 
+async def _close_quietly(raw: PoolProxiedConnection) -> None:
+    """Close a connection out of the pool; one already broken may fail to: it is gone anyway."""
+    with contextlib.suppress(Exception):
+        await greenlet_spawn(raw.close)
+
+
 def _run_on_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Awaitable[Any]], Any]:
     def wait(awaitable: Awaitable[Any]) -> Any:
         async def run() -> Any:
@@ -395,12 +405,18 @@ class Database:
             _sqlite_pragmas(self._write_engine, immediate=True)
             _sqlite_pragmas(self._read_engine, immediate=False)
         else:
-            engine = create_async_engine(target, echo=echo, pool_size=10, max_overflow=10)
+            engine = create_async_engine(
+                target, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+            )
             self._write_engine = self._read_engine = engine
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._plain: tuple[PoolProxiedConnection, Any] | None = None
         """SQLite: the connection :meth:`write_plain` keeps for itself (used under the write
         lock only), so a plain transaction costs no pool checkout and no reset on return."""
+        self._plain_idle: list[tuple[PoolProxiedConnection, Any]] = []
+        """PostgreSQL: the connections :meth:`write_plain` keeps for itself, not in use (in
+        autocommit: the statements carry their own ``BEGIN`` and ``COMMIT``)."""
+        self._plain_slots = asyncio.Semaphore(PLAIN_CONNECTIONS)
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpointed = 0.0
         self._writes = async_sessionmaker(self._write_engine, expire_on_commit=False)
@@ -437,23 +453,18 @@ class Database:
         call on the driver's thread, queued behind the process's other writes as :meth:`write`
         is: one hop between the threads instead of a few per statement, and the database's
         write lock is held only while it runs. On PostgreSQL ``work`` runs in a greenlet on the
-        event loop, on a pooled connection, its statements held and sent together
-        (:class:`_HeldStatements`): the server is waited for only when a result is needed and at the
-        end.
+        event loop, on a connection of its own (no pool checkout), its statements held and sent
+        together (:class:`_HeldStatements`): the server is waited for only when a result is
+        needed and at the end.
         """
         if self._write_lock is None:
             return await self._write_batched(work, start)
         return await self._write_in_thread(self._write_lock, work, start)
 
     async def _write_batched(self, work: Callable[[PlainSQL, S], T], start: Callable[[], S]) -> T:
-        async with self._write_engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection  # psycopg's AsyncConnection
-            assert driver is not None
-            error: type[Exception] = conn.dialect.loaded_dbapi.Error
-            # The statements carry their own BEGIN and COMMIT (see _HeldStatements): the driver must
-            # not open a transaction of its own (a round trip) before the first of them.
-            await driver.set_autocommit(True)
+        error: type[Exception] = self._write_engine.dialect.loaded_dbapi.Error
+        async with self._plain_slots:
+            raw, driver = await self._plain_connection()  # driver: psycopg's AsyncConnection
             try:
                 held = _HeldStatements(psycopg.AsyncClientCursor(driver))
                 sql = PlainSQL(held, sqlite=False, error=error, wait=await_)
@@ -469,9 +480,50 @@ class Database:
                 except error as exc:  # raised by the last message (its COMMIT, say)
                     raise DBAPIError.instance(None, None, exc, error) from exc
             finally:
-                if not await _restored(driver, error):
-                    await conn.invalidate()  # the pool opens a new one instead
+                await self._give_back(raw, driver, error)
             return done
+
+    async def _give_back(
+        self, raw: PoolProxiedConnection, driver: Any, error: type[Exception]
+    ) -> None:
+        """Keep a plain transaction's connection for the next one, or close it if it cannot
+        serve again (the next transaction opens a new one). A connection the server dropped
+        says it may have restarted: the idle ones are closed too, as SQLAlchemy's pool does,
+        rather than each failing a transaction to find out."""
+        try:
+            reusable = await _restored(driver, error)
+        except BaseException:
+            await _close_quietly(raw)
+            raise
+        if reusable:
+            self._plain_idle.append((raw, driver))
+            return
+        await _close_quietly(raw)
+        if driver.broken:
+            while self._plain_idle:
+                await _close_quietly(self._plain_idle.pop()[0])
+
+    async def _plain_connection(self) -> tuple[PoolProxiedConnection, Any]:
+        """A connection of :meth:`write_plain`'s own (PostgreSQL): an idle one, else a new one
+        the engine opens (its dialect's setup, then out of the pool for good, so a transaction
+        costs no checkout and no reset), in autocommit: the statements carry their own
+        ``BEGIN`` and ``COMMIT`` (see :class:`_HeldStatements`), and the driver must not open a
+        transaction of its own (a round trip) before the first of them."""
+        while self._plain_idle:
+            raw, driver = self._plain_idle.pop()
+            if not (driver.broken or driver.closed):
+                return raw, driver
+            await _close_quietly(raw)
+        raw = await self._write_engine.raw_connection()
+        driver = raw.driver_connection
+        raw.detach()
+        try:
+            assert driver is not None
+            await driver.set_autocommit(True)
+        except BaseException:
+            await _close_quietly(raw)
+            raise
+        return raw, driver
 
     async def _write_in_thread(
         self, lock: asyncio.Lock, work: Callable[[PlainSQL, S], T], start: Callable[[], S]
@@ -521,8 +573,9 @@ class Database:
     async def _close_plain(self) -> None:
         if self._plain is not None:
             (plain, _), self._plain = self._plain, None
-            with contextlib.suppress(Exception):
-                await greenlet_spawn(plain.close)
+            await _close_quietly(plain)
+        while self._plain_idle:
+            await _close_quietly(self._plain_idle.pop()[0])
 
     def _checkpoint_soon(self) -> None:
         """After a write (SQLite): have the WAL copied back into the database file beside the
