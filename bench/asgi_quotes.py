@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -118,9 +119,12 @@ async def _seed(app: Any, specs: list[dict[str, Any]], url: str) -> None:
             assert done.status_code == 200, done.text
 
 
+Request = tuple[str, bytes, Headers]
+
+
 def _requests(
-    bodies: list[bytes], count: int, auth: str, key: tuple[str, str]
-) -> list[tuple[bytes, Headers]]:
+    bodies: list[bytes], count: int, auth: str, key: tuple[str, str], path: str = "/v1/quotes"
+) -> list[Request]:
     from promoguard.security.signing import sign  # noqa: PLC0415
 
     made = []
@@ -130,24 +134,38 @@ def _requests(
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
+        if path == "/v1/orders":
+            headers.append((b"idempotency-key", uuid.uuid4().hex.encode()))
         if auth == "signed":
-            signed = sign(key_id=key[0], secret=key[1], method="POST", path="/v1/quotes", body=body)
+            signed = sign(key_id=key[0], secret=key[1], method="POST", path=path, body=body)
             headers += [(k.lower().encode(), v.encode()) for k, v in signed.items()]
         else:
             headers.append((b"authorization", f"Bearer {key[0]}.{key[1]}".encode()))
-        made.append((body, headers))
+        made.append((path, body, headers))
     return made
 
 
-async def _call(app: Any, body: bytes, headers: Headers) -> tuple[int, bytes]:
+async def _order_bodies(
+    app: Any, bodies: list[bytes], count: int, auth: str, key: tuple[str, str]
+) -> list[bytes]:
+    """``count`` order bodies, each with a quote token of its own (quoted here, not timed)."""
+    made: list[bytes] = []
+    for path, body, headers in _requests(bodies, count, auth, key):
+        status, answer = await _call(app, path, body, headers)
+        assert status == 200, answer[:300]
+        made.append(orjson.dumps({"quote_token": orjson.loads(answer)["quote_token"]}))
+    return made
+
+
+async def _call(app: Any, path: str, body: bytes, headers: Headers) -> tuple[int, bytes]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/quotes",
-        "raw_path": b"/v1/quotes",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": headers,
@@ -178,15 +196,15 @@ async def _call(app: Any, body: bytes, headers: Headers) -> tuple[int, bytes]:
     return status, b"".join(chunks)
 
 
-async def _drive(app: Any, requests: list[tuple[bytes, Headers]], concurrency: int) -> int:
+async def _drive(app: Any, requests: list[Request], concurrency: int) -> int:
     queue = iter(requests)
     errors = 0
 
     async def worker() -> None:
         nonlocal errors
-        for body, headers in queue:
-            status, answer = await _call(app, body, headers)
-            if status != 200:
+        for path, body, headers in queue:
+            status, answer = await _call(app, path, body, headers)
+            if status not in (200, 201):
                 errors += 1
                 if errors <= 3:
                     print(f"HTTP {status}: {answer[:300]!r}", file=sys.stderr)
@@ -223,8 +241,14 @@ async def run(args: argparse.Namespace, url: str) -> None:
         await _seed(app, specs, url)
         key = await _key(url, "storefront")
         await asyncio.sleep(1.0)  # every rule change is loaded
-        warm = _requests(bodies, args.warmup, args.auth, key)
-        timed = _requests(bodies, args.requests, args.auth, key)
+        if args.orders:
+            # Quote tokens live 15 minutes: enough for a run.
+            orders = await _order_bodies(app, bodies, args.warmup + args.requests, args.auth, key)
+            warm = _requests(orders[: args.warmup], args.warmup, args.auth, key, "/v1/orders")
+            timed = _requests(orders[args.warmup :], args.requests, args.auth, key, "/v1/orders")
+        else:
+            warm = _requests(bodies, args.warmup, args.auth, key)
+            timed = _requests(bodies, args.requests, args.auth, key)
         errors = await _drive(app, warm, args.concurrency)
         gc.collect()
         gc.freeze()
@@ -238,7 +262,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     n = len(timed)
     print(
-        f"{args.backend} {args.auth}{' redis' if args.redis else ''}: {n:,} quotes, "
+        f"{args.backend} {args.auth}{' redis' if args.redis else ''}: {n:,} "
+        f"{'orders' if args.orders else 'quotes'}, "
         f"{cpu / n * 1e3:.3f} CPU ms/req, {n / wall:,.0f} req/s, "
         f"{args.concurrency} in flight, errors {errors}"
     )
@@ -254,6 +279,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--auth", choices=("unsigned", "signed"), default="unsigned")
     parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument(
+        "--orders",
+        action="store_true",
+        help="time POST /v1/orders instead (each with a quote token of its own, quoted first)",
+    )
     parser.add_argument("--warmup", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--redis", help="nonces and limits in this Redis (a fresh key prefix)")
