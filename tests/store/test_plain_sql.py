@@ -100,6 +100,34 @@ def test_instants_and_json_read_back_through_the_orm(database_url):
     run(database_url, scenario)
 
 
+def test_values_that_look_like_sql_are_stored_as_given(database_url):
+    """Every value is quoted by the driver, whatever it holds: quotes, backslashes, marks, a
+    statement separator, a comment; and a value PostgreSQL cannot hold (a NUL) is refused
+    with nothing written."""
+    nasty = ["it's", "back\\slash \\' end", "%s and %(x)s and ?", "a'; DROP TABLE counters; --"]
+    nasty += ["$$dollar$$", "多语言 ✓", "'", ""]
+
+    async def scenario(db: Database) -> None:
+        def work(sql: PlainSQL, _: None) -> list[Any]:
+            sql.insert("counters", ("key", "used"), [(k, -i) for i, k in enumerate(nasty)])
+            sql.run('UPDATE counters SET used = used - ? WHERE "key" = ?', (-1, nasty[3]))
+            return sql.all('SELECT "key", used FROM counters WHERE "key" IN (?, ?)', nasty[:2])
+
+        found = await db.write_plain(work, _started)
+        assert sorted(found) == sorted([(nasty[0], 0), (nasty[1], -1)])
+        expected = {k: -i for i, k in enumerate(nasty)}
+        expected[nasty[3]] += 1
+        assert await _counters(db) == expected
+
+        if db.is_sqlite:
+            return
+        with pytest.raises(DataError):
+            await db.write_plain(_insert("nul \x00 inside", 1), _started)
+        assert await _counters(db) == expected
+
+    run(database_url, scenario)
+
+
 def test_a_row_count_and_rows_come_back(database_url):
     async def scenario(db: Database) -> None:
         await db.write_plain(_insert("a", 1), _started)
