@@ -16,7 +16,6 @@ accounts racing their first orders cannot both get it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import unicodedata
@@ -83,7 +82,7 @@ class Identity:
         key = secret.encode()
 
         def signal(kind: str, value: str) -> str:
-            digest = hmac.new(key, f"{kind}\n{value}".encode(), hashlib.sha256).hexdigest()
+            digest = hmac.digest(key, f"{kind}\n{value}".encode(), "sha256").hex()
             return f"{kind}:{digest[:40]}"
 
         found = [signal(ACCOUNT, facts.id)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import zlib
 from datetime import datetime
@@ -33,7 +32,7 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(secret: str, payload: str) -> bytes:
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
+    return hmac.digest(secret.encode(), payload.encode(), "sha256")
 
 
 def _compress(data: bytes) -> bytes:

@@ -63,7 +63,7 @@ def canonical_string(  # noqa: PLR0917 (the six components, in their order)
 
 def signature(secret: str, canonical: str) -> str:
     """base64 HMAC-SHA256 of the canonical string."""
-    digest = hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(secret.encode(), canonical.encode(), "sha256")
     return base64.b64encode(digest).decode()
 
 
