@@ -127,8 +127,9 @@ WAL_SAFETY_PAGES = 20_000
 CHECKPOINT_SECONDS = 0.5
 """How often at most the checkpointer copies the WAL back while writes are happening."""
 POOL_SIZE = 10
+"""PostgreSQL: the connections the engine's pool keeps."""
 POOL_OVERFLOW = 10
-"""PostgreSQL: the engine's pool keeps this many connections and opens at most this many more."""
+"""PostgreSQL: the connections the engine's pool opens beyond :data:`POOL_SIZE` under load."""
 PLAIN_CONNECTIONS = POOL_SIZE + POOL_OVERFLOW
 """PostgreSQL: at most this many plain write transactions of a process at once, each on a
 connection :meth:`Database.write_plain` keeps for itself (the others wait for one)."""
