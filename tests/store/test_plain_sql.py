@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from promoguard.orders.models import Counter, IdempotencyRecord
 from promoguard.store import migrate
-from promoguard.store.db import Database, PlainSQL
+from promoguard.store.db import PLAIN_CONNECTIONS, Database, PlainSQL
 
 Scenario = Callable[[Database], Awaitable[None]]
 
@@ -275,5 +275,31 @@ def test_plain_transactions_keep_their_connections_and_drop_them_all_when_the_se
         with pytest.raises(OperationalError):
             await db.write_plain(backend, _started)
         assert await db.write_plain(backend, _started) not in kept
+
+    run(database_url, scenario)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: one at a time
+def test_at_most_plain_connections_transactions_run_at_once_and_the_rest_wait(database_url):
+    async def scenario(db: Database) -> None:
+        inside = {"now": 0, "most": 0}
+        full = asyncio.Event()
+
+        def work(sql: PlainSQL, _: None) -> int:
+            inside["now"] += 1
+            inside["most"] = max(inside["most"], inside["now"])
+            if inside["now"] == PLAIN_CONNECTIONS:
+                full.set()
+            sql.wait(full.wait())  # hold the connection until every slot is taken
+            row = sql.one("SELECT pg_backend_pid()")
+            inside["now"] -= 1
+            assert row is not None
+            return int(row[0])
+
+        backends = await asyncio.gather(
+            *(db.write_plain(work, _started) for _ in range(2 * PLAIN_CONNECTIONS))
+        )
+        assert inside["most"] == PLAIN_CONNECTIONS
+        assert len(set(backends)) == PLAIN_CONNECTIONS  # the waiting ones reused them
 
     run(database_url, scenario)
