@@ -1,7 +1,8 @@
-"""The server's own CPU time per ``POST /v1/quotes``, without the network: the app is called as
-an ASGI application in this process, so a profile shows only promoguard (middleware, FastAPI,
-the security gate, pricing, the quote token) and the figure does not move with a neighbour's
-load as much as requests/s through ``promoguard serve`` does.
+"""The server's own CPU time per ``POST /v1/quotes`` (``--orders``: per ``POST /v1/orders``),
+without the network: the app is called as an ASGI application in this process, so a profile
+shows only promoguard (middleware, FastAPI, the security gate, pricing, the quote token) and
+the figure does not move with a neighbour's load as much as requests/s through ``promoguard
+serve`` does.
 
 The database, the keys, the 42 live campaigns and the carts are those of
 ``bench/http_quotes.py`` (seeded through the API, signed). By default prometheus-client runs in
@@ -15,6 +16,7 @@ Usage::
     python bench/asgi_quotes.py --auth signed --backend postgresql
     python bench/asgi_quotes.py --auth signed --redis redis://127.0.0.1:6379/12
     python bench/asgi_quotes.py --auth signed --profile /tmp/signed.prof
+    python bench/asgi_quotes.py --auth signed --backend postgresql --orders --requests 3000
 
 It prints CPU ms per request (this process: the event loop and the database driver's threads),
 requests/s and, with ``--profile``, the top of a cProfile of the measured requests.

