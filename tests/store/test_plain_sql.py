@@ -270,8 +270,11 @@ def test_plain_transactions_keep_their_connections_and_drop_them_all_when_the_se
         assert await db.write_plain(backend, _started) in kept
         assert await db.write_plain(backend, _started) in kept
         async with db.read() as session:
-            for pid in kept:
-                await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            for pid in kept:  # and wait (up to 5 s) until each is gone
+                gone = await session.scalar(
+                    text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid}
+                )
+                assert gone
         with pytest.raises(OperationalError):
             await db.write_plain(backend, _started)
         assert await db.write_plain(backend, _started) not in kept
