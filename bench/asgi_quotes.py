@@ -50,6 +50,7 @@ from http_quotes import (
     SECRET,
     campaign_specs,
     catalogue,
+    own_nonce_file,
     quote_bodies,
 )
 
@@ -304,10 +305,8 @@ def main() -> None:
             metrics = stack.enter_context(tempfile.TemporaryDirectory(prefix="asgi-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
         url = stack.enter_context(database(args.backend, args.pg_url))
-        # A nonce file of the run's own (on PostgreSQL the default is one in the working
-        # directory, which every earlier run would have left behind, filled).
         nonces = stack.enter_context(tempfile.TemporaryDirectory(prefix="asgi-nonces-"))
-        os.environ["PROMOGUARD_NONCE_FILE"] = str(Path(nonces) / "promoguard.nonces.db")
+        os.environ.update(own_nonce_file(nonces))
         try:
             import uvloop  # noqa: PLC0415
         except ImportError:

@@ -124,7 +124,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from http_quotes import RawClient, RawSlot  # bench/ is on sys.path when run
+from http_quotes import RawClient, RawSlot, own_nonce_file  # bench/ is on sys.path when run
 from kill_switch import SECRET, Keys, database, free_port, make_keys
 from promoguard.promotions.engine import PricingPolicy, RuleSet
 from promoguard.promotions.model import Cart, CartLine, Customer
@@ -911,10 +911,7 @@ def main() -> None:
         tiers_file = logs / "tiers.json"
         members = {c: t for c, t in shop.people if t is not None}
         tiers_file.write_text(json.dumps({"tiers": members}))
-        # The servers' nonce file is the run's own (on PostgreSQL the default is one in the
-        # working directory, which every earlier run would have left behind, filled).
-        nonces = str(Path(tmp) / "promoguard.nonces.db")
-        server_env = {**env, "PROMOGUARD_DATABASE_URL": url, "PROMOGUARD_NONCE_FILE": nonces}
+        server_env = {**env, "PROMOGUARD_DATABASE_URL": url, **own_nonce_file(tmp)}
         with processes(server_env, tiers_file, logs) as (
             member,
             bases,

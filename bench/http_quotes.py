@@ -266,6 +266,13 @@ def free_port() -> int:
         return port
 
 
+def own_nonce_file(directory: str | Path) -> dict[str, str]:
+    """The setting that gives a run's servers a nonce file of their own in ``directory`` (on
+    PostgreSQL the default is one in the working directory, which every earlier run would have
+    left behind, filled)."""
+    return {"PROMOGUARD_NONCE_FILE": str(Path(directory) / "promoguard.nonces.db")}
+
+
 def promoguard_env(
     database_url: str, mode: str = "signed", extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -1177,10 +1184,7 @@ def run_backend(
         name = mode if args.rounds == 1 else f"{mode}-{round_}"
         profile = Path(f"{args.profile}-{backend}-{name}.prof") if args.profile else None
         with tempfile.TemporaryDirectory(prefix="promoguard-bench-log-") as tmp:
-            # A server's nonce file is its own (on PostgreSQL the default is one in the working
-            # directory, which every earlier run would have left behind, filled).
-            nonces = {"PROMOGUARD_NONCE_FILE": str(Path(tmp) / "promoguard.nonces.db")}
-            env = promoguard_env(url, mode, nonces | extra)
+            env = promoguard_env(url, mode, own_nonce_file(tmp) | extra)
             server = Server(env, workers, Path(tmp) / "server.log", profile)
             try:
                 startup = server.wait_ready()

@@ -60,7 +60,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from http_quotes import postgres_schema, sqlite_database  # bench/ is on sys.path when run
+from http_quotes import (  # bench/ is on sys.path when run
+    own_nonce_file,
+    postgres_schema,
+    sqlite_database,
+)
 from promoguard.security.keys import DEPARTMENTS, Role, create_key
 from promoguard.security.signing import PromoguardAuth
 from promoguard.store import migrate
@@ -268,13 +272,8 @@ def run(args: argparse.Namespace, url: str) -> tuple[dict[str, list[float]], int
     rng = random.Random(args.seed)
     samples: dict[str, list[float]] = {move: [] for move in MOVES}
     with (
-        # The servers' nonce file is the run's own (on PostgreSQL the default is one in the
-        # working directory, which every earlier run would have left behind, filled).
         tempfile.TemporaryDirectory(prefix="promoguard-kill-switch-") as tmp,
-        servers(env | {"PROMOGUARD_NONCE_FILE": f"{tmp}/promoguard.nonces.db"}) as (
-            base_a,
-            base_b,
-        ),
+        servers(env | own_nonce_file(tmp)) as (base_a, base_b),
         httpx.Client(base_url=base_a, auth=keys.admin, timeout=30) as admin,
         httpx.Client(base_url=base_b, auth=keys.storefront, timeout=30) as shop_b,
     ):
