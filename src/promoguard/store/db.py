@@ -163,12 +163,6 @@ S = TypeVar("S")
 Row = tuple[Any, ...]
 
 
-@lru_cache(maxsize=256)
-def _pyformat(sql: str) -> str:
-    # psycopg's marks; the plain statements hold no literal question mark or percent sign.
-    return sql.replace("?", "%s")
-
-
 @lru_cache(maxsize=64)  # an order writes the same few instants many times
 def _instant(value: datetime, sqlite: bool) -> str:
     if sqlite:
@@ -201,11 +195,9 @@ def _begin_immediate(cursor: Any) -> None:
 
 @lru_cache(maxsize=256)
 def _template(sql: str) -> tuple[bytes, ...]:
-    """A plain statement (``%s`` marks) as the text around its marks."""
-    parts = tuple(part.encode() for part in sql.split("%s"))
-    if any(b"%" in part for part in parts):
-        raise psycopg.ProgrammingError(f"a plain statement holds a percent sign: {sql!r}")
-    return parts
+    """A plain statement as the text around its ``?`` marks (it holds no literal question
+    mark: see :class:`PlainSQL`)."""
+    return tuple(part.encode() for part in sql.split("?"))
 
 
 class _HeldStatements:
@@ -293,8 +285,9 @@ class PlainSQL:
     """Plain SQL on one write transaction's own driver connection, for a hot path of fixed
     statements where SQLAlchemy's work per statement costs more than the database's.
 
-    Statements are written with ``?`` marks (turned into ``%s`` for psycopg); :meth:`instant`
-    and :meth:`json` give values in the form the mapped column types store them, so the ORM
+    Statements are written with ``?`` marks and hold no literal question mark (on PostgreSQL
+    the values are put in at the marks, :class:`_HeldStatements`); :meth:`instant` and
+    :meth:`json` give values in the form the mapped column types store them, so the ORM
     reads these rows as its own. A driver error is raised as SQLAlchemy's exception of the same
     kind (``IntegrityError``, ``DataError``, ...), as a statement through the ORM would be. On
     PostgreSQL the statements are held and sent together (:class:`_HeldStatements`): an error may
@@ -317,16 +310,13 @@ class PlainSQL:
         self._error = error
         self._wait = wait
 
-    def _sql(self, sql: str) -> str:
-        return sql if self._sqlite else _pyformat(sql)
-
     def _raise(self, sql: str, params: Any, exc: Exception) -> NoReturn:
         raise DBAPIError.instance(sql, params, exc, self._error) from exc
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Execute one statement."""
         try:
-            self._cursor.execute(self._sql(sql), params)
+            self._cursor.execute(sql, params)
         except self._error as exc:
             self._raise(sql, params, exc)
 
@@ -360,7 +350,7 @@ class PlainSQL:
             if self._sqlite:
                 self._cursor.executemany(head + values, rows)
             else:
-                self._cursor.values(head, _pyformat(values), rows)
+                self._cursor.values(head, values, rows)
         except self._error as exc:
             self._raise(head + values, rows, exc)
 
