@@ -41,6 +41,7 @@ from promoguard.members.clients import build_dependencies
 from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
 from promoguard.monitoring.alert_rules import AlertRule, default_rules, load_rules
 from promoguard.monitoring.bus import RedisBus
+from promoguard.monitoring.retention import prune_old_traffic
 from promoguard.monitoring.routes import router as alerts_router
 from promoguard.monitoring.routes import routes_router, traffic_router
 from promoguard.monitoring.telemetry import Telemetry
@@ -161,11 +162,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 async def _sweep_forever(
-    checkout: Checkout, db: Database, live: LiveRules, interval: float
+    checkout: Checkout, db: Database, live: LiveRules, interval: float, retention_days: int
 ) -> None:
     """Run the sweeper every ``interval`` seconds (each worker does; the sweeps are safe to
-    overlap): unpaid orders, expired groups, and campaigns whose window closed. A failing sweep
-    is logged and tried again next time."""
+    overlap): unpaid orders, expired groups, campaigns whose window closed, and traffic sums
+    older than ``retention_days``. A failing sweep is logged and tried again next time."""
     failures = FailureLog(log, "sweep")
     while True:
         await asyncio.sleep(interval)
@@ -173,6 +174,7 @@ async def _sweep_forever(
             report = await checkout.sweep(datetime.now(UTC))
             async with db.write() as session:
                 ended = await campaign_service.end_closed(session, now=datetime.now(UTC))
+            report |= await prune_old_traffic(db, datetime.now(UTC), retention_days)
         except Exception as exc:
             failures.failed(exc)
         else:
@@ -352,7 +354,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         sweeper = asyncio.create_task(
-            _sweep_forever(checkout, db, live, settings.sweep_interval_seconds)
+            _sweep_forever(
+                checkout,
+                db,
+                live,
+                settings.sweep_interval_seconds,
+                settings.traffic_retention_days,
+            )
         )
         scheduler = asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS))
         if watch is not None:

@@ -389,7 +389,8 @@ def sweep(
         typer.Option(help="sweep as if it were this time (ISO 8601 with offset); default now"),
     ] = None,
 ) -> None:
-    """Expire unpaid orders past the reservation time and groups past their time limit, now.
+    """Expire unpaid orders past the reservation time and groups past their time limit, and
+    delete traffic sums older than PROMOGUARD_TRAFFIC_RETENTION_DAYS, now.
 
     Every `serve` worker also does this every PROMOGUARD_SWEEP_INTERVAL_SECONDS.
     """
@@ -399,6 +400,7 @@ def sweep(
     from redis.asyncio import Redis  # noqa: PLC0415
 
     from promoguard.campaigns.live import LiveRules  # noqa: PLC0415
+    from promoguard.monitoring.retention import prune_old_traffic  # noqa: PLC0415
     from promoguard.orders.service import Checkout  # noqa: PLC0415
     from promoguard.promotions.engine import PricingPolicy  # noqa: PLC0415
     from promoguard.store.counters import RedisCounters, SqlCounters  # noqa: PLC0415
@@ -423,7 +425,8 @@ def sweep(
                 counters=(RedisCounters(redis, settings.redis_prefix) if redis else SqlCounters()),
                 reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
             )
-            return await checkout.sweep(when)
+            report = await checkout.sweep(when)
+            return report | await prune_old_traffic(db, when, settings.traffic_retention_days)
         finally:
             if redis is not None:
                 await redis.aclose()

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     monitor_buffer_size: int = Field(
         default=100_000, ge=100, le=10_000_000, description="signals a worker buffers at most"
     )
+    traffic_retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=36_500,
+        description="per-minute traffic sums (campaign_traffic, route_traffic) older than this "
+        "are deleted by the sweeper; 0 keeps them for ever",
+    )
     incident_policy: dict[str, Any] = Field(
         default_factory=dict,
         description="JSON overriding the incident grading bars, clocks, on-call levels, time "
