@@ -173,6 +173,7 @@ Setup = tuple[Attempt, Attempt, Callable[[], Awaitable[None]]]
 async def redis_ours(job: Job) -> Setup:
     client = Redis.from_url(job.redis_url, max_connections=job.concurrency + 2)
     counters = RedisCounters(client, prefix=job.prefix)
+    await counters.load({})  # as a worker does when it starts: takes are refused until then
     session = cast(AsyncSession, None)  # Redis counters never touch the session
 
     def attempt_for(rule: str, stock: int) -> Attempt:

@@ -31,7 +31,7 @@ from promoguard.campaigns.routes import catalogue_router
 from promoguard.campaigns.routes import router as campaigns_router
 from promoguard.claims.routes import router as claims_router
 from promoguard.coupons.routes import router as coupons_router
-from promoguard.errors import PromoguardError
+from promoguard.errors import PromoguardError, UnavailableError
 from promoguard.incidents.desk import IncidentDesk
 from promoguard.incidents.grading import IncidentPolicy
 from promoguard.incidents.notices import announcer
@@ -186,6 +186,15 @@ async def _sweep_forever(
                 log.info("swept: %s", report)
 
 
+async def _load_counters(checkout: Checkout) -> None:
+    """Load an empty counter store (Redis) from the record before this worker takes anything;
+    if Redis does not answer yet, the sweeper tries again (takes are refused until then)."""
+    try:
+        await checkout.load_counters()
+    except (RedisError, UnavailableError) as exc:
+        log.warning("counters: not loaded at start (%s); the sweeper tries again", exc)
+
+
 async def _start_scheduled(db: Database, live: LiveRules) -> None:
     """Make due scheduled versions live, then tell every worker (one cheap read when idle)."""
     at = datetime.now(UTC)
@@ -330,6 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
             telemetry=telemetry,
         )
+        await _load_counters(checkout)
         nonces = nonce_store(settings, db, redis)
         guard = Guard(
             db=db,
@@ -353,16 +363,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # way, or full collections of these objects show up as 100+ ms pauses in p99 latency.
         gc.collect()
         gc.freeze()
-        sweeper = asyncio.create_task(
-            _sweep_forever(
-                checkout,
-                db,
-                live,
-                settings.sweep_interval_seconds,
-                settings.traffic_retention_days,
-            )
+        loops = (
+            asyncio.create_task(
+                _sweep_forever(
+                    checkout,
+                    db,
+                    live,
+                    settings.sweep_interval_seconds,
+                    settings.traffic_retention_days,
+                )
+            ),
+            asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS)),
         )
-        scheduler = asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS))
         if watch is not None:
             await watch.start()
         await desk.start()
@@ -370,8 +382,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            sweeper.cancel()
-            scheduler.cancel()
+            for loop in loops:
+                loop.cancel()
             if watch is not None:
                 await watch.stop()
             await desk.stop()

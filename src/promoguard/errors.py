@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "PromoguardError",
     "UnauthorizedError",
+    "UnavailableError",
 ]
 
 
@@ -76,3 +77,10 @@ class BadRequestError(PromoguardError):
     """The request is missing something the protocol requires (400)."""
 
     status = 400
+
+
+class UnavailableError(PromoguardError):
+    """A store promoguard cannot decide without did not answer, or is not ready (503): the
+    request is refused, never waved through, and nothing is written. Safe to retry."""
+
+    status = 503

@@ -122,7 +122,13 @@ def sweep(client: TestClient, at: datetime) -> dict[str, int]:
     return client.portal.call(checkout.sweep, at)  # type: ignore[union-attr]
 
 
-NOTHING_SWEPT = {"orders_expired": 0, "groups_expired": 0, "refunds_requested": 0, "settled": 0}
+NOTHING_SWEPT = {
+    "orders_expired": 0,
+    "groups_expired": 0,
+    "refunds_requested": 0,
+    "settled": 0,
+    "counters_reloaded": 0,
+}
 
 
 def customer_quote(client: TestClient, customer: dict[str, Any], lines: list[Any]) -> Any:
@@ -265,6 +271,50 @@ def test_reserved_plus_confirmed_stock_is_what_the_counter_says(client, settings
     assert held == [("confirmed", 3), ("reserved", 2)]
     assert levels(client, "stock:ms") == {"stock:ms": 5}
     assert reservations(settings, waiting["id"])[0] == ("stock:ms", 2, "reserved")
+
+
+@pytest.mark.parametrize("settings", ["redis"], indirect=True)
+def test_a_redis_that_comes_back_empty_refuses_orders_until_loaded_and_never_oversells(
+    client, settings
+):
+    live(client, flash(stock=5, per_user_limit=3))
+    paid = placed(client, quote(client, [phone(3)], customer="c-1"))
+    event(client, paid["id"], "paid")
+    placed(client, quote(client, [phone(1)], customer="c-2"))
+    cancelled = placed(client, quote(client, [phone(1)], customer="c-3"))
+    event(client, cancelled["id"], "cancelled")
+    assert levels(client, "stock:ms") == {"stock:ms": 4}
+    # Redis restarts without persistence: every key under the prefix is gone.
+    redis = Redis.from_url(settings.redis_url)
+    redis.delete(*redis.scan_iter(match=f"{settings.redis_prefix}*"))
+    redis.close()
+    before = rows(settings, "SELECT count(*) FROM orders")
+
+    refused = order(client, quote(client, [phone(2)], customer="c-4")["quote_token"], "k-empty")
+
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "counters_not_loaded"
+    assert rows(settings, "SELECT count(*) FROM orders") == before
+    assert levels(client, "stock:ms") == {"stock:ms": 0}  # nothing taken from the empty store
+
+    report = sweep(client, datetime.now(UTC))
+
+    assert report["counters_reloaded"] == 3  # the stock, c-1's and c-2's units; not c-3's
+    assert levels(client, "stock:ms", "units:ms:c-1", "units:ms:c-2", "units:ms:c-3") == {
+        "stock:ms": 4,
+        "units:ms:c-1": 3,
+        "units:ms:c-2": 1,
+        "units:ms:c-3": 0,
+    }
+    assert sweep(client, datetime.now(UTC))["counters_reloaded"] == 0
+    last = placed(client, quote(client, [phone(1)], customer="c-4"))
+    assert reservations(settings, last["id"]) == [
+        ("stock:ms", 1, "reserved"),
+        ("units:ms:c-4", 1, "reserved"),
+    ]
+    sold_out = quote(client, [phone(1)], customer="c-5")
+    assert [d["rule_id"] for d in sold_out["discounts"]] == []
+    assert levels(client, "stock:ms") == {"stock:ms": 5}
 
 
 def test_a_repeated_cancel_is_refused_and_gives_back_nothing_twice(client, settings):

@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from tests.service.conftest import POSTGRES_URL, REDIS_URL, _postgres_or_skip, _unreachable
 
+from promoguard.errors import UnavailableError
 from promoguard.store import migrate
 from promoguard.store.counters import Counters, Part, RedisCounters, SqlCounters, Take
 from promoguard.store.db import Database
@@ -90,7 +91,9 @@ def _redis_runner(prefix: str) -> Runner:
         async def main() -> None:
             redis = Redis.from_url(REDIS_URL)
             try:
-                await scenario(Store(RedisCounters(redis, prefix), None))
+                counters = RedisCounters(redis, prefix)
+                await counters.load({})  # what every worker does when it starts
+                await scenario(Store(counters, None))
             finally:
                 await _drop_keys(redis, prefix)
                 await redis.aclose()
@@ -396,6 +399,73 @@ def test_a_refused_take_writes_no_journal_entry(redis_store: Runner) -> None:
         assert await s.counters.undo("refused") is False
 
     redis_store(scenario)
+
+
+def _empty_redis(prefix: str, scenario: Callable[[Store], Awaitable[None]]) -> None:
+    """Runs a scenario against RedisCounters on keys nothing has loaded: an empty Redis."""
+    _redis_or_skip()
+
+    async def main() -> None:
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            await scenario(Store(RedisCounters(redis, prefix), None))
+        finally:
+            await _drop_keys(redis, prefix)
+            await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_empty_redis_refuses_every_take_until_loaded_from_the_record(redis_prefix: str) -> None:
+    async def scenario(s: Store) -> None:
+        assert await s.counters.loaded() is False
+        with pytest.raises(UnavailableError) as refused:
+            await s.take([stock(1)], owner="too-soon")
+        assert refused.value.code == "counters_not_loaded"
+        assert refused.value.status == 503
+        assert await s.levels("stock:ms") == {"stock:ms": 0}
+        assert await _journal(s) == {}
+
+        assert await s.counters.load({"stock:ms": 8, "budget:mj": 0}) == 1
+
+        assert await s.counters.loaded() is True
+        assert await s.levels("stock:ms", "budget:mj") == {"stock:ms": 8, "budget:mj": 0}
+        assert await s.take([stock(3)]) == stock(3)  # 8 + 3 > 10: the record counts
+        assert await s.take([stock(2)]) is None
+
+    _empty_redis(redis_prefix, scenario)
+
+
+def test_loading_never_lowers_a_counter(redis_store: Runner) -> None:
+    async def scenario(s: Store) -> None:
+        assert await s.take([stock(5)], owner="admitted") is None
+
+        # A take admitted after the record was read is not undone by loading the record.
+        assert await s.counters.load({"stock:ms": 3, "budget:mj": 40}) == 1
+
+        assert await s.levels("stock:ms", "budget:mj") == {"stock:ms": 5, "budget:mj": 40}
+
+    redis_store(scenario)
+
+
+def test_a_redis_that_does_not_answer_refuses_takes_and_reads_with_503() -> None:
+    async def main() -> None:
+        # Nothing listens on port 1: every call fails to connect.
+        redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+        counters = RedisCounters(redis, "unreachable:")
+        try:
+            for call in (
+                counters.take(None, [stock(1)], "order"),  # type: ignore[arg-type]
+                counters.levels(None, ["stock:ms"]),  # type: ignore[arg-type]
+            ):
+                with pytest.raises(UnavailableError) as refused:
+                    await call
+                assert refused.value.code == "counter_store_unavailable"
+                assert refused.value.status == 503
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
 
 
 def test_sql_counters_have_no_journal(sql_store: Runner) -> None:

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -1162,9 +1162,11 @@ class Checkout:
 
         Returns:
             How many orders expired, groups expired, refunds were requested and counter
-            takes were settled.
+            takes were settled, and how many counters an empty counter store was raised back
+            to their record (:meth:`load_counters`).
         """
         report = {"orders_expired": 0, "groups_expired": 0, "refunds_requested": 0, "settled": 0}
+        report["counters_reloaded"] = await self.load_counters() or 0
         cutoff = now - self.reservation_ttl
         async with self._db.read() as session:
             due = (
@@ -1184,6 +1186,35 @@ class Checkout:
             report["refunds_requested"] += refunds
         report["settled"] = await self.counters.settle(60.0, self._on_record)
         return report
+
+    async def load_counters(self) -> int | None:
+        """Load a counter store that lost its data (an empty Redis) from the record: each
+        counter raised to what the reservations still hold (reserved or confirmed), then marked
+        loaded, so takes are admitted again. None when the store is loaded already.
+
+        Until then every take is refused (``counters_not_loaded``), so no take is admitted
+        between reading the record and loading it. A release committed meanwhile may have given
+        its amount back to the empty counter before the load: that counter then stays high by
+        that amount (it can undersell, never oversell)."""
+        if await self.counters.loaded():
+            return None
+        async with self._db.read() as session:
+            rows = await session.execute(
+                select(Reservation.key, func.sum(Reservation.amount))
+                .where(Reservation.state != ReservationState.RELEASED)
+                .group_by(Reservation.key)
+            )
+            record = {key: int(total) for key, total in rows.all()}
+        raised = await self.counters.load(record)
+        # Empty with nothing on record: a new store. Empty with reservations on record: lost.
+        log.log(
+            logging.WARNING if record else logging.INFO,
+            "counters: the counter store was empty; loaded %d counter(s) from the reservations, "
+            "%d raised",
+            len(record),
+            raised,
+        )
+        return raised
 
     async def _on_record(self, order_ids: list[str]) -> set[str]:
         async with self._db.read() as session:

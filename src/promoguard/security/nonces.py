@@ -42,7 +42,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from promoguard.errors import PromoguardError
+from promoguard.errors import UnavailableError
 from promoguard.security.models import UsedNonce
 from promoguard.settings import REDIS_NONCES_WITHOUT_REDIS, Settings
 from promoguard.store.db import Database
@@ -61,10 +61,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class StoreUnavailableError(PromoguardError):
+class StoreUnavailableError(UnavailableError):
     """A security store (nonces, rate limits) did not answer: the request is refused."""
-
-    status = 503
 
 
 def _unavailable() -> StoreUnavailableError:

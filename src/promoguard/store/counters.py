@@ -14,20 +14,30 @@ takes are all-or-nothing: an order that fits the stock but not the budget takes 
   atomic step. Redis is the admission gate and the database's reservation rows are the record:
   the script also writes a journal entry (which order took what) that is cleared once the order's
   transaction commits; the sweeper settles entries left behind by a crash (see :meth:`settle`).
+
+  A Redis that comes back empty (restarted without persistence, flushed, failed over to a replica
+  that had not caught up) would let every counter start again at zero and sell the stock twice.
+  So the counters carry a marker key, written only when they are loaded from the record
+  (:meth:`Counters.load`: each counter raised to what the reservations hold); while it is
+  missing every take is refused (``503 counters_not_loaded``) and nothing is written. Every
+  worker loads them when it starts and at each sweep, whichever comes first. A Redis that does
+  not answer refuses takes and reads the same way (``503 counter_store_unavailable``).
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import ClassVar, NamedTuple, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Table, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promoguard.errors import UnavailableError
 from promoguard.orders.models import Counter
 from promoguard.store.db import PlainSQL, upsert_insert
 
@@ -97,6 +107,16 @@ class Counters(ABC):
     @abstractmethod
     def levels_plain(self, sql: PlainSQL, keys: Iterable[str]) -> dict[str, int]:
         """:meth:`levels` inside an order's plain-SQL transaction."""
+
+    async def loaded(self) -> bool:
+        """Whether the counters hold at least the record (a transactional store always does:
+        its counters are in the same database as the reservations)."""
+        return True
+
+    async def load(self, record: Mapping[str, int]) -> int:
+        """Raise each counter to at least ``record[key]`` (what the reservations hold, never
+        lower one) and mark the counters loaded; returns how many were raised."""
+        return 0
 
 
 def _sorted(takes: Sequence[Take]) -> list[Take]:
@@ -188,17 +208,34 @@ class SqlCounters(Counters):
         return dict.fromkeys(wanted, 0) | {row.key: row.used for row in rows}
 
 
-# KEYS: the counters; ARGV: journal hash, owner, journal entry, then (amount, limit) per key.
-# Checks every key before raising any, so a refusal takes nothing. Returns 0, or the 1-based
-# index of the first key that would pass its limit.
+# KEYS: the counters; ARGV: loaded marker, journal hash, owner, journal entry, then (amount,
+# limit) per key. Checks every key before raising any, so a refusal takes nothing. Returns 0, the
+# 1-based index of the first key that would pass its limit, or -1 when the counters are not
+# loaded (the marker is missing: an empty Redis).
 _TAKE = """
+if redis.call('EXISTS', ARGV[1]) == 0 then return -1 end
 for i, key in ipairs(KEYS) do
   local used = tonumber(redis.call('GET', key) or '0')
-  if used + tonumber(ARGV[2 + 2 * i]) > tonumber(ARGV[3 + 2 * i]) then return i end
+  if used + tonumber(ARGV[3 + 2 * i]) > tonumber(ARGV[4 + 2 * i]) then return i end
 end
-for i, key in ipairs(KEYS) do redis.call('INCRBY', key, ARGV[2 + 2 * i]) end
-redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])
+for i, key in ipairs(KEYS) do redis.call('INCRBY', key, ARGV[3 + 2 * i]) end
+redis.call('HSET', ARGV[2], ARGV[3], ARGV[4])
 return 0
+"""
+
+# KEYS: counters; ARGV: loaded marker, then the recorded amount per key. Raises each counter to
+# its record (never lowers one: a take admitted since the record was read stays counted), then
+# sets the marker. Returns how many counters were raised.
+_LOAD = """
+local raised = 0
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') < tonumber(ARGV[i + 1]) then
+    redis.call('SET', key, ARGV[i + 1])
+    raised = raised + 1
+  end
+end
+redis.call('SET', ARGV[1], '1')
+return raised
 """
 
 # KEYS: journal hash; ARGV: owner, then (key, amount) pairs. Gives back only if the entry was
@@ -230,7 +267,9 @@ class RedisCounters(Counters):
         self._redis = redis
         self._prefix = prefix + "counter:"
         self._journal = prefix + "journal"
+        self._marker = prefix + "counters:loaded"
         self._take = redis.register_script(_TAKE)
+        self._load = redis.register_script(_LOAD)
         self._undo = redis.register_script(_UNDO)
         self._give = redis.register_script(_GIVE)
 
@@ -259,11 +298,35 @@ class RedisCounters(Counters):
         if not ordered:
             return None
         entry = orjson.dumps({"at": time.time(), "parts": [(t.key, t.amount) for t in ordered]})
-        args: list[str | int | bytes] = [self._journal, owner, entry]
+        args: list[str | int | bytes] = [self._marker, self._journal, owner, entry]
         for t in ordered:
             args += [t.amount, t.limit]
-        refused = int(await self._take(keys=[self._key(t.key) for t in ordered], args=args))
+        try:
+            refused = int(await self._take(keys=[self._key(t.key) for t in ordered], args=args))
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+        if refused < 0:
+            raise UnavailableError(
+                "counters_not_loaded",
+                "the counter store lost its data and is being loaded again from the "
+                "reservations; nothing was taken: retry in a moment",
+            )
         return ordered[refused - 1] if refused else None
+
+    async def loaded(self) -> bool:
+        """Whether the marker :meth:`load` writes is there (absent: an empty Redis)."""
+        return bool(await self._redis.exists(self._marker))
+
+    async def load(self, record: Mapping[str, int]) -> int:
+        """Raise each counter to its recorded amount and mark the counters loaded, in one
+        atomic script."""
+        keys = list(record)
+        return int(
+            await self._load(
+                keys=[self._key(key) for key in keys],
+                args=[self._marker, *(record[key] for key in keys)],
+            )
+        )
 
     async def committed(self, owner: str) -> None:
         """The order is on record: its journal entry is no longer needed."""
@@ -318,5 +381,15 @@ class RedisCounters(Counters):
         wanted = list(keys)
         if not wanted:
             return {}
-        values = await self._redis.mget([self._key(k) for k in wanted])
+        try:
+            values = await self._redis.mget([self._key(k) for k in wanted])
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
         return {k: int(v or 0) for k, v in zip(wanted, values, strict=True)}
+
+
+def _unavailable(exc: RedisError) -> UnavailableError:
+    return UnavailableError(
+        "counter_store_unavailable",
+        f"the counter store (Redis) did not answer ({type(exc).__name__}): retry in a moment",
+    )
