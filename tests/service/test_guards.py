@@ -17,12 +17,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from tests.service.conftest import SECRET
 from tests.service.helpers import coupon_spec, line, live, order, quote, spec, threshold
 from typer.testing import CliRunner
 
 from promoguard.cli import app as cli
 from promoguard.settings import Settings
+from promoguard.store.counters import RedisCounters
 from promoguard.store.db import sync_url
 
 TTL = timedelta(seconds=1800)
@@ -315,6 +317,29 @@ def test_a_redis_that_comes_back_empty_refuses_orders_until_loaded_and_never_ove
     sold_out = quote(client, [phone(1)], customer="c-5")
     assert [d["rule_id"] for d in sold_out["discounts"]] == []
     assert levels(client, "stock:ms") == {"stock:ms": 5}
+
+
+@pytest.mark.parametrize("settings", ["redis"], indirect=True)
+def test_a_cancellation_stands_when_redis_cannot_take_the_units_back(client, settings, caplog):
+    live(client, flash(stock=5))
+    body = placed(client, quote(client, [phone(2)], customer="c-1"))
+    checkout = client.app.state.services.checkout  # type: ignore[attr-defined]
+    working = checkout.counters
+    # Redis stops answering between the cancellation's commit and the give-back.
+    dead = AsyncRedis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    checkout.counters = RedisCounters(dead, settings.redis_prefix)
+    try:
+        cancelled = event(client, body["id"], "cancelled")
+    finally:
+        checkout.counters = working
+        client.portal.call(dead.aclose)  # type: ignore[union-attr]
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert {state for _, _, state in reservations(settings, body["id"])} == {"released"}
+    # The units were not given back: the counter stays high (undersell, never oversell).
+    assert levels(client, "stock:ms") == {"stock:ms": 2}
+    assert "could not give back stock:ms 2" in caplog.text
 
 
 def test_a_repeated_cancel_is_refused_and_gives_back_nothing_twice(client, settings):

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import orjson
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,13 @@ from sqlalchemy.orm import selectinload
 from promoguard import audit
 from promoguard.campaigns.live import LiveRules, Snapshot
 from promoguard.coupons.models import CouponState, IssuedCoupon
-from promoguard.errors import ConflictError, InvalidError, NotFoundError, PromoguardError
+from promoguard.errors import (
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    PromoguardError,
+    UnavailableError,
+)
 from promoguard.monitoring.telemetry import Telemetry
 from promoguard.orders import groups, tokens
 from promoguard.orders.guards import (
@@ -1103,11 +1110,20 @@ class Checkout:
         return parts
 
     async def _given_back(self, parts: list[Part]) -> None:
-        if parts:
-            # After the commit: if this process dies first, the Redis counter stays high — it
-            # can undersell, never oversell (README, Runtime guards).
+        if not parts:
+            return
+        # After the commit: if this process dies first, or Redis does not answer, the counter
+        # stays high — it can undersell, never oversell (README, Runtime guards). The release
+        # itself is committed, so the caller is told it happened, not a 503.
+        try:
             async with self._db.read() as session:
                 await self.counters.give_back(session, parts)
+        except (RedisError, UnavailableError) as exc:
+            log.warning(
+                "counters: could not give back %s (%s); they stay high: the shop may undersell",
+                ", ".join(f"{key} {amount}" for key, amount in parts),
+                exc,
+            )
 
     # -- groups -----------------------------------------------------------------------------
 
