@@ -1182,6 +1182,8 @@ class Checkout:
             to their record (:meth:`load_counters`).
         """
         report = {"orders_expired": 0, "groups_expired": 0, "refunds_requested": 0, "settled": 0}
+        # First: a Redis that does not answer stops the sweep here, before it expires orders
+        # whose units it could not give back.
         report["counters_reloaded"] = await self.load_counters() or 0
         cutoff = now - self.reservation_ttl
         async with self._db.read() as session:
