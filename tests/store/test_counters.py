@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from tests.service.conftest import POSTGRES_URL, REDIS_URL, _postgres_or_skip, _unreachable
 
 from promoguard.errors import UnavailableError
+from promoguard.store import counters as counters_module
 from promoguard.store import migrate
 from promoguard.store.counters import Counters, Part, RedisCounters, SqlCounters, Take
 from promoguard.store.db import Database
@@ -432,6 +433,32 @@ def test_an_empty_redis_refuses_every_take_until_loaded_from_the_record(redis_pr
         assert await s.levels("stock:ms", "budget:mj") == {"stock:ms": 8, "budget:mj": 0}
         assert await s.take([stock(3)]) == stock(3)  # 8 + 3 > 10: the record counts
         assert await s.take([stock(2)]) is None
+
+    _empty_redis(redis_prefix, scenario)
+
+
+def test_a_large_record_is_loaded_in_batches_and_marked_loaded_with_the_last(
+    redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counters_module, "LOAD_BATCH", 2)
+    record = {f"units:ms:c-{i}": i + 1 for i in range(5)}
+
+    async def scenario(s: Store) -> None:
+        counters = s.counters
+        assert isinstance(counters, RedisCounters)
+        script, seen = counters._load, []
+
+        async def spied(**kwargs: Any) -> Any:
+            raised = await script(**kwargs)
+            seen.append((len(kwargs["keys"]), await counters.loaded()))
+            return raised
+
+        counters._load = spied  # type: ignore[assignment]
+
+        assert await counters.load(record) == 5
+
+        assert seen == [(2, False), (2, False), (1, True)]
+        assert await s.levels(*record) == record
 
     _empty_redis(redis_prefix, scenario)
 

@@ -223,9 +223,9 @@ redis.call('HSET', ARGV[2], ARGV[3], ARGV[4])
 return 0
 """
 
-# KEYS: counters; ARGV: loaded marker, then the recorded amount per key. Raises each counter to
-# its record (never lowers one: a take admitted since the record was read stays counted), then
-# sets the marker. Returns how many counters were raised.
+# KEYS: counters; ARGV: the loaded marker (empty: not yet, more batches follow), then the
+# recorded amount per key. Raises each counter to its record (never lowers one: a take admitted
+# since the record was read stays counted), then sets the marker. Returns how many were raised.
 _LOAD = """
 local raised = 0
 for i, key in ipairs(KEYS) do
@@ -234,9 +234,13 @@ for i, key in ipairs(KEYS) do
     raised = raised + 1
   end
 end
-redis.call('SET', ARGV[1], '1')
+if ARGV[1] ~= '' then redis.call('SET', ARGV[1], '1') end
 return raised
 """
+
+LOAD_BATCH = 1000
+"""Counters loaded per script call: a shop with many per-customer counters does not hold Redis
+in one long script; the marker is set with the last batch."""
 
 # KEYS: journal hash; ARGV: owner, then (key, amount) pairs. Gives back only if the entry was
 # still there, so two sweepers settling the same crash give back once.
@@ -318,15 +322,20 @@ class RedisCounters(Counters):
         return bool(await self._redis.exists(self._marker))
 
     async def load(self, record: Mapping[str, int]) -> int:
-        """Raise each counter to its recorded amount and mark the counters loaded, in one
-        atomic script."""
+        """Raise each counter to its recorded amount, :data:`LOAD_BATCH` at a time, and mark
+        the counters loaded with the last batch (takes stay refused until then)."""
         keys = list(record)
-        return int(
-            await self._load(
-                keys=[self._key(key) for key in keys],
-                args=[self._marker, *(record[key] for key in keys)],
+        raised = 0
+        for start in range(0, max(len(keys), 1), LOAD_BATCH):
+            batch = keys[start : start + LOAD_BATCH]
+            last = start + LOAD_BATCH >= len(keys)
+            raised += int(
+                await self._load(
+                    keys=[self._key(key) for key in batch],
+                    args=[self._marker if last else "", *(record[key] for key in batch)],
+                )
             )
-        )
+        return raised
 
     async def committed(self, owner: str) -> None:
         """The order is on record: its journal entry is no longer needed."""
