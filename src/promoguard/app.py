@@ -3,7 +3,6 @@ an RFC 9457 problem. Nothing happens at import time."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
@@ -11,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -36,7 +36,7 @@ from promoguard.incidents.desk import IncidentDesk
 from promoguard.incidents.grading import IncidentPolicy
 from promoguard.incidents.notices import announcer
 from promoguard.incidents.routes import router as incidents_router
-from promoguard.loops import FailureLog
+from promoguard.loops import Periodic
 from promoguard.members.clients import build_dependencies
 from promoguard.metrics import ServiceMetrics, metrics_response, new_registry
 from promoguard.monitoring.alert_rules import AlertRule, default_rules, load_rules
@@ -161,29 +161,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem(500, "internal_error", "something went wrong on our side; it is logged")
 
 
-async def _sweep_forever(
-    checkout: Checkout, db: Database, live: LiveRules, interval: float, retention_days: int
-) -> None:
-    """Run the sweeper every ``interval`` seconds (each worker does; the sweeps are safe to
-    overlap): unpaid orders, expired groups, campaigns whose window closed, and traffic sums
-    older than ``retention_days``. A failing sweep is logged and tried again next time."""
-    failures = FailureLog(log, "sweep")
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            report = await checkout.sweep(datetime.now(UTC))
-            async with db.write() as session:
-                ended = await campaign_service.end_closed(session, now=datetime.now(UTC))
-            report |= await prune_old_traffic(db, datetime.now(UTC), retention_days)
-        except Exception as exc:
-            failures.failed(exc)
-        else:
-            failures.succeeded()
-            if ended:
-                log.info("campaigns: %s", "; ".join(ended))
-                await live.announce()
-            if any(report.values()):
-                log.info("swept: %s", report)
+async def _sweep(checkout: Checkout, db: Database, live: LiveRules, retention_days: int) -> None:
+    """One sweep (every worker runs one every ``PROMOGUARD_SWEEP_INTERVAL_SECONDS``; the sweeps
+    are safe to overlap): unpaid orders, expired groups, campaigns whose window closed, and
+    traffic sums older than ``retention_days``. A failing sweep is logged by its loop and tried
+    again next time."""
+    report = await checkout.sweep(datetime.now(UTC))
+    async with db.write() as session:
+        ended = await campaign_service.end_closed(session, now=datetime.now(UTC))
+    report |= await prune_old_traffic(db, datetime.now(UTC), retention_days)
+    if ended:
+        log.info("campaigns: %s", "; ".join(ended))
+        await live.announce()
+    if any(report.values()):
+        log.info("swept: %s", report)
 
 
 async def _load_counters(checkout: Checkout) -> None:
@@ -206,19 +197,6 @@ async def _start_scheduled(db: Database, live: LiveRules) -> None:
     if done:
         log.info("scheduler: %s", "; ".join(done))
         await live.announce()
-
-
-async def _schedule_forever(db: Database, live: LiveRules, interval: float) -> None:
-    """Start scheduled versions within ``interval`` seconds of their start time."""
-    failures = FailureLog(log, "scheduler")
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await _start_scheduled(db, live)
-        except Exception as exc:
-            failures.failed(exc)
-        else:
-            failures.succeeded()
 
 
 REJECTIONS = frozenset({401, 403, 429, 503})
@@ -364,17 +342,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         loops = (
-            asyncio.create_task(
-                _sweep_forever(
-                    checkout,
-                    db,
-                    live,
-                    settings.sweep_interval_seconds,
-                    settings.traffic_retention_days,
-                )
+            Periodic(
+                partial(_sweep, checkout, db, live, settings.traffic_retention_days),
+                settings.sweep_interval_seconds,
+                log=log,
+                what="sweep",
             ),
-            asyncio.create_task(_schedule_forever(db, live, SCHEDULER_SECONDS)),
+            Periodic(
+                partial(_start_scheduled, db, live), SCHEDULER_SECONDS, log=log, what="scheduler"
+            ),
         )
+        for loop in loops:
+            await loop.start()
         if watch is not None:
             await watch.start()
         await desk.start()
@@ -383,7 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             for loop in loops:
-                loop.cancel()
+                await loop.stop()
             if watch is not None:
                 await watch.stop()
             await desk.stop()

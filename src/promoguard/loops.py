@@ -42,11 +42,20 @@ class FailureLog:
             self._streak = 0
 
 
+STOP_GRACE_SECONDS = 5.0
+"""How long :meth:`Periodic.stop` lets a step under way finish before it cancels it."""
+
+
 class Periodic:
     """Run ``step`` every ``interval`` seconds in a background task, until :meth:`stop`.
 
     Failures are logged through a :class:`FailureLog` and never end the loop. :meth:`wake`
     runs the next step now instead of at the end of the interval.
+
+    :meth:`stop` lets a step under way finish (up to :data:`STOP_GRACE_SECONDS`) rather than
+    cancel it: a step cancelled inside a SQLite write transaction can leave its connection
+    behind with the write lock held (its rollback is cancelled too), and every other writer of
+    that file then waits out the busy timeout.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class Periodic:
         self._interval = interval
         self._failures = FailureLog(log, what)
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -75,21 +85,30 @@ class Periodic:
     async def start(self) -> None:
         """Start the loop (again after :meth:`stop`); a no-op when it runs."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
-        """Stop the loop (a step under way is cancelled)."""
-        if self._task is not None:
-            self._task.cancel()
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop the loop: no step starts any more, a step under way may finish within
+        ``grace`` seconds, and is cancelled after that."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        _, pending = await asyncio.wait([task], timeout=grace)
+        if pending:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._step()
             except Exception as exc:
