@@ -169,10 +169,10 @@ async def _sweep(checkout: Checkout, db: Database, live: LiveRules, retention_da
     report = await checkout.sweep(datetime.now(UTC))
     async with db.write() as session:
         ended = await campaign_service.end_closed(session, now=datetime.now(UTC))
-    report |= await prune_old_traffic(db, datetime.now(UTC), retention_days)
     if ended:
         log.info("campaigns: %s", "; ".join(ended))
         await live.announce()
+    report |= await prune_old_traffic(db, datetime.now(UTC), retention_days)
     if any(report.values()):
         log.info("swept: %s", report)
 
