@@ -1,55 +1,27 @@
 """Schemathesis against the claims operations of the OpenAPI document (SQLite).
 
-Like ``tests/service/test_api_fuzz.py`` (whose notes on seeds and on loading at import apply), on
-an app with the claims routes: every generated request, valid or not, must get a declared non-5xx
-answer. A seeded order and a claim in review make the happy paths reachable.
+Like ``tests/service/test_api_fuzz.py`` (whose note on loading at import applies), with what the
+two share from ``tests/service/fuzzing.py`` (seeds, example counts, the app, the checks), on the
+claims routes: every generated request, valid or not, must get a declared non-5xx answer. A
+seeded order and a claim in review make the happy paths reachable.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from tests.service.conftest import SECRET, make_key, signed_client
+from tests.service.conftest import make_key, signed_client
+from tests.service.fuzzing import HYPOTHESIS, fuzz_config, fuzzed_app, replaced
 from tests.service.helpers import line, order, quote
 
-from promoguard.app import create_app
-from promoguard.settings import Settings
-from promoguard.store import migrate
-
-SEED = os.environ.get("PROMOGUARD_FUZZ_SEED") or None
-EXAMPLES = int(os.environ.get("PROMOGUARD_FUZZ_EXAMPLES", "40"))
-
-_DIR = Path(tempfile.mkdtemp(prefix="promoguard-claims-fuzz-"))
-atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
-SETTINGS = Settings(
-    database_url=f"sqlite:///{_DIR / 'promoguard.db'}",
-    environment="test",
-    secret_key=SECRET,
-    signing_required=[],
-)
-migrate.upgrade(SETTINGS.database_url)
-APP = create_app(SETTINGS)
-CONFIG = schemathesis.Config.from_dict(
-    {
-        **({"seed": int(SEED)} if SEED else {}),
-        "checks": {
-            "ignored_auth": {"enabled": False},
-            "object_level_authorization": {"enabled": False},
-        },
-    }
-)
+SETTINGS, APP = fuzzed_app("promoguard-claims-fuzz-")
+CONFIG = fuzz_config()
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG).include(
     path_regex=r"^/v1/claims"
 )
@@ -88,25 +60,12 @@ def flatmap_case(
     if case.path_parameters and "claim_id" in case.path_parameters:
         return st.one_of(
             st.just(case),
-            st.sampled_from(EXISTING["claim_id"]).map(lambda c: _with(case, path={"claim_id": c})),
+            st.sampled_from(EXISTING["claim_id"]).map(lambda c: replaced(case, {"claim_id": c})),
         )
     if case.operation.label == "POST /v1/claims" and isinstance(case.body, dict):
         seeded = {"order_id": EXISTING["order_id"][0], "customer_id": "fz-c"}
-        return st.one_of(st.just(case), st.just(_with(case, body=seeded)))
+        return st.one_of(st.just(case), st.just(replaced(case, seeded)))
     return st.just(case)
-
-
-def _with(
-    case: schemathesis.Case,
-    *,
-    path: dict[str, Any] | None = None,
-    body: dict[str, Any] | None = None,
-) -> schemathesis.Case:
-    if path:
-        case.path_parameters = {**(case.path_parameters or {}), **path}
-    if body and isinstance(case.body, dict):
-        case.body = {**case.body, **body}
-    return case
 
 
 # Approving a claim in review depends on what the incidents owe its order, not on the request's
@@ -116,12 +75,7 @@ def _with(
 SHAPE_IS_NOT_ENOUGH = {"POST /v1/claims/{claim_id}/decision"}
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=SEED is None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@HYPOTHESIS
 @schema.parametrize()
 def test_api(case: schemathesis.Case) -> None:
     excluded = [positive_data_acceptance] if case.operation.label in SHAPE_IS_NOT_ENOUGH else []

@@ -5,9 +5,8 @@ a declared status code, content type, headers and body. Seeded campaigns, a coup
 wallet, quote tokens and an order make the happy paths reachable: some of the valid requests are
 pointed at things that exist instead of random ids (``flatmap_case``).
 
-Runs are derandomized, so CI sends the same requests every time. To explore other ones, set
-``PROMOGUARD_FUZZ_SEED`` (an integer) and optionally ``PROMOGUARD_FUZZ_EXAMPLES`` (default 40 per
-operation); a failure prints a curl command that reproduces it.
+Seeds, example counts, the app and the checks configuration are shared with the claims module
+(``tests/service/fuzzing.py``, which says how to explore other requests).
 
 Tooling note: with pytest 9.2 every generated item has the node id ``...::test_api`` (the
 operation shows in the item name and failure headers) and ``schemathesis.pytest.from_fixture``
@@ -16,96 +15,57 @@ fails with ``AttributeError: _nodeid``, hence the schema is loaded at import.
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.python import asgi
 
-from promoguard.app import create_app
-from promoguard.settings import Settings
 from promoguard.store import migrate
 
-from .conftest import SECRET, make_key, signed_client
+from .conftest import make_key, signed_client
+from .fuzzing import HYPOTHESIS, fuzz_config, fuzzed_app, replaced
 from .helpers import coupon_spec, line, live, order, quote, threshold
-
-SEED = os.environ.get("PROMOGUARD_FUZZ_SEED") or None
-EXAMPLES = int(os.environ.get("PROMOGUARD_FUZZ_EXAMPLES", "40"))
 
 # Only the app, its schema and an empty migrated database are made at import (every pytest run
 # collects this module); the fixture seeds the database when the tests run.
-_DIR = Path(tempfile.mkdtemp(prefix="promoguard-fuzz-"))
-atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
-SETTINGS = Settings(
-    database_url=f"sqlite:///{_DIR / 'promoguard.db'}",
-    environment="test",
-    secret_key=SECRET,
-    # The fuzzed requests carry an admin key as a bearer token: request signing has its own
-    # tests, and a signature (nonce, body digest) cannot survive schemathesis re-sending a case.
-    signing_required=[],
-)
-# Migrated before the app exists: loading the schema starts the app, and its background loops
-# (sweeper, scheduler, monitoring) must find their tables while collection goes on.
-migrate.upgrade(SETTINGS.database_url)
-APP = create_app(SETTINGS)
-
-# Explicit, so that a schemathesis.toml up the tree cannot change what CI checks. Every other
-# built-in check stays on: not_a_server_error, status_code_conformance, content_type_conformance,
-# response_headers_conformance, response_schema_conformance, negative_data_rejection,
-# positive_data_acceptance, missing_required_header, unsupported_method,
-# allow_header_conformance, use_after_free and ensure_resource_availability.
-CONFIG = schemathesis.Config.from_dict(
-    {
-        **({"seed": int(SEED)} if SEED else {}),
-        "checks": {
-            # The API keys are checked by a route dependency, not an OpenAPI security scheme, so
-            # the document declares no auth for these checks to hold the API to (the 401/403
-            # problems are declared; tests/service cover who may call what).
-            "ignored_auth": {"enabled": False},
-            "object_level_authorization": {"enabled": False},
+SETTINGS, APP = fuzzed_app("promoguard-fuzz-")
+CONFIG = fuzz_config(
+    [
+        {
+            # Schema-valid is not enough here, by design; the refusal is a documented 422
+            # problem. A quote token is valid only if this server signed it
+            # (quote_token_invalid); a campaign `spec` is a free-form object in the schema,
+            # checked by the rule-spec parser (invalid_rule); a quote's coupons must be in the
+            # customer's wallet (coupon_not_in_wallet) and a SKU on one cart line only; refunded
+            # lines must be lines of the order, within their quantity (refund_invalid); a
+            # customer's phone must be a number that can exist (phone_invalid), which no string
+            # pattern can say.
+            "include-name": [
+                "POST /v1/groups",
+                "POST /v1/groups/{group_id}/members",
+                "POST /v1/orders",
+                "POST /v1/quotes",
+                "POST /v1/campaigns",
+                "POST /v1/campaigns/{campaign_id}/versions",
+                "POST /v1/orders/{order_id}/events",
+                # `since` matching the date-time pattern can still be no date at all
+                # (2026-02-31): a documented 422 invalid_request with the path query.since.
+                "GET /v1/audit",
+                # A draft's lint warnings each need a written reason, which depends on the
+                # spec, not on the request's shape (warnings_unacknowledged, lint_errors).
+                "POST /v1/campaigns/{campaign_id}/versions/{version}/submit",
+                # A SKU listed twice in a catalogue: uniqueness by a field no schema can say.
+                "PUT /v1/catalogue",
+                # Lowering an incident's severity needs a reason; raising does not: it depends
+                # on the incident's current severity (reason_required).
+                "POST /v1/incidents/{incident_id}/severity",
+            ],
+            "checks": {"positive_data_acceptance": {"enabled": False}},
         },
-        "operations": [
-            {
-                # Schema-valid is not enough here, by design; the refusal is a documented 422
-                # problem. A quote token is valid only if this server signed it
-                # (quote_token_invalid); a campaign `spec` is a free-form object in the schema,
-                # checked by the rule-spec parser (invalid_rule); a quote's coupons must be in
-                # the customer's wallet (coupon_not_in_wallet) and a SKU on one cart line only;
-                # refunded lines must be lines of the order, within their quantity
-                # (refund_invalid); a customer's phone must be a number that can exist
-                # (phone_invalid), which no string pattern can say.
-                "include-name": [
-                    "POST /v1/groups",
-                    "POST /v1/groups/{group_id}/members",
-                    "POST /v1/orders",
-                    "POST /v1/quotes",
-                    "POST /v1/campaigns",
-                    "POST /v1/campaigns/{campaign_id}/versions",
-                    "POST /v1/orders/{order_id}/events",
-                    # `since` matching the date-time pattern can still be no date at all
-                    # (2026-02-31): a documented 422 invalid_request with the path query.since.
-                    "GET /v1/audit",
-                    # A draft's lint warnings each need a written reason, which depends on the
-                    # spec, not on the request's shape (warnings_unacknowledged, lint_errors).
-                    "POST /v1/campaigns/{campaign_id}/versions/{version}/submit",
-                    # A SKU listed twice in a catalogue: uniqueness by a field no schema can say.
-                    "PUT /v1/catalogue",
-                    # Lowering an incident's severity needs a reason; raising does not: it
-                    # depends on the incident's current severity (reason_required).
-                    "POST /v1/incidents/{incident_id}/severity",
-                ],
-                "checks": {"positive_data_acceptance": {"enabled": False}},
-            },
-        ],
-    }
+    ]
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
 
@@ -164,16 +124,6 @@ def _spec(*, with_id: bool) -> st.SearchStrategy[dict[str, Any]]:
     return specs if with_id else specs.map(lambda s: {k: v for k, v in s.items() if k != "id"})
 
 
-def _replaced(case: schemathesis.Case, changes: dict[str, Any]) -> schemathesis.Case:
-    path = {k: v for k, v in changes.items() if k in case.path_parameters}
-    body = {k: v for k, v in changes.items() if k not in path}
-    if path:
-        case.path_parameters = {**case.path_parameters, **path}
-    if body and isinstance(case.body, dict):
-        case.body = {**case.body, **body}
-    return case
-
-
 @schema.hook
 def flatmap_case(
     context: schemathesis.HookContext, case: schemathesis.Case
@@ -201,17 +151,10 @@ def flatmap_case(
                 changes["spec"] = _spec(with_id=False)
     if not changes:
         return st.just(case)
-    return st.one_of(
-        st.just(case), st.fixed_dictionaries(changes).map(lambda c: _replaced(case, c))
-    )
+    return st.one_of(st.just(case), st.fixed_dictionaries(changes).map(lambda c: replaced(case, c)))
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=SEED is None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@HYPOTHESIS
 @schema.parametrize()
 def test_api(case: schemathesis.Case) -> None:
     case.call_and_validate(headers=HEADERS)
