@@ -85,7 +85,9 @@ async def _drop_keys(redis: Redis, prefix: str) -> None:
         await redis.delete(*keys)
 
 
-def _redis_runner(prefix: str) -> Runner:
+def _redis_runner(prefix: str, *, loaded: bool = True) -> Runner:
+    """Runs scenarios against RedisCounters under ``prefix``: loaded, as every worker loads
+    them when it starts, or not (``loaded=False``: an empty Redis)."""
     _redis_or_skip()
 
     def run(scenario: Scenario) -> None:
@@ -93,7 +95,8 @@ def _redis_runner(prefix: str) -> Runner:
             redis = Redis.from_url(REDIS_URL)
             try:
                 counters = RedisCounters(redis, prefix)
-                await counters.load({})  # what every worker does when it starts
+                if loaded:
+                    await counters.load({})
                 await scenario(Store(counters, None))
             finally:
                 await _drop_keys(redis, prefix)
@@ -402,21 +405,6 @@ def test_a_refused_take_writes_no_journal_entry(redis_store: Runner) -> None:
     redis_store(scenario)
 
 
-def _empty_redis(prefix: str, scenario: Callable[[Store], Awaitable[None]]) -> None:
-    """Runs a scenario against RedisCounters on keys nothing has loaded: an empty Redis."""
-    _redis_or_skip()
-
-    async def main() -> None:
-        redis = Redis.from_url(REDIS_URL)
-        try:
-            await scenario(Store(RedisCounters(redis, prefix), None))
-        finally:
-            await _drop_keys(redis, prefix)
-            await redis.aclose()
-
-    asyncio.run(main())
-
-
 def test_an_empty_redis_refuses_every_take_until_loaded_from_the_record(redis_prefix: str) -> None:
     async def scenario(s: Store) -> None:
         assert await s.counters.loaded() is False
@@ -434,7 +422,7 @@ def test_an_empty_redis_refuses_every_take_until_loaded_from_the_record(redis_pr
         assert await s.take([stock(3)]) == stock(3)  # 8 + 3 > 10: the record counts
         assert await s.take([stock(2)]) is None
 
-    _empty_redis(redis_prefix, scenario)
+    _redis_runner(redis_prefix, loaded=False)(scenario)
 
 
 def test_a_large_record_is_loaded_in_batches_and_marked_loaded_with_the_last(
@@ -460,7 +448,7 @@ def test_a_large_record_is_loaded_in_batches_and_marked_loaded_with_the_last(
         assert seen == [(2, False), (2, False), (1, True)]
         assert await s.levels(*record) == record
 
-    _empty_redis(redis_prefix, scenario)
+    _redis_runner(redis_prefix, loaded=False)(scenario)
 
 
 def test_loading_never_lowers_a_counter(redis_store: Runner) -> None:
