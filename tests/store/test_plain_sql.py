@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,10 @@ def run(url: str, scenario: Scenario) -> None:
 
 def _started() -> None:
     return None
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()  # on the event loop: an asyncio.Event is not to be set from another thread
 
 
 def _insert(key: str, used: int) -> Callable[[PlainSQL, None], None]:
@@ -286,16 +291,20 @@ def test_plain_transactions_keep_their_connections_and_drop_them_all_when_the_se
 def test_at_most_plain_connections_transactions_run_at_once_and_the_rest_wait(database_url):
     async def scenario(db: Database) -> None:
         inside = {"now": 0, "most": 0}
+        counting = threading.Lock()  # each transaction's work runs on a driver thread
         full = asyncio.Event()
 
         def work(sql: PlainSQL, _: None) -> int:
-            inside["now"] += 1
-            inside["most"] = max(inside["most"], inside["now"])
-            if inside["now"] == PLAIN_CONNECTIONS:
-                full.set()
+            with counting:
+                inside["now"] += 1
+                inside["most"] = max(inside["most"], inside["now"])
+                now = inside["now"]
+            if now == PLAIN_CONNECTIONS:
+                sql.wait(_set(full))
             sql.wait(full.wait())  # hold the connection until every slot is taken
             row = sql.one("SELECT pg_backend_pid()")
-            inside["now"] -= 1
+            with counting:
+                inside["now"] -= 1
             assert row is not None
             return int(row[0])
 
